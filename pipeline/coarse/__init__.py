@@ -1,0 +1,1 @@
+"""Coarse foreground maps from image-level labels."""

@@ -1,0 +1,298 @@
+"""Frozen dataclass configs loaded from YAML (detectron2-style, without the magic).
+
+    cfg = load_config("configs/demo.yaml", overrides=["train.iterations=50", "rounds.count=1"])
+
+Rules:
+- a YAML file may name one `base:` file (path relative to itself); the child's keys are merged over it,
+  section by section. Only one level: a base may not have a base of its own.
+- `--set a.b=c` overrides are applied last; `c` is parsed as YAML (so `1`, `1e-3`, `true`, `[1,2]` work).
+- unknown keys, wrong types and out-of-range numbers raise `ConfigError` naming the full key path.
+- every key is documented by the comment on its field below and in `configs/base.yaml`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key (and file) and says why."""
+
+
+def _range(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict:
+    return {"range": (lo, hi), **kw}
+
+
+def _choices(*options: str) -> dict:
+    return {"choices": options}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "demo"  # run directory is <root>/<name>/
+    root: str = "runs"  # parent folder of all runs
+    seed: int = field(default=0, metadata=_range(0))  # seeds numpy/torch/python in every stage
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = field(default="folder", metadata=_choices("folder", "demo"))  # demo: generate the embedded set into root
+    root: str = "data/demo"  # data set folder (relative paths are relative to the working directory)
+    images: str = "images"  # subfolder of root holding the images
+    labels: str = "labels.csv"  # CSV `image,label` (one label per image); "" = take labels from label_pattern
+    label_pattern: str = ""  # regex on the file stem whose group 1 is the class name, e.g. "^(.*?)\\d\\d_" (COCO-MVal)
+    classes: str = "classes.txt"  # one class name per line, background first; "" = background + sorted labels
+    masks: str = "masks"  # optional ground-truth folder (same stems, .png), used only for scoring; "" = none
+    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255))  # -1: GT holds class ids; else this value = the image's class
+    gt_ignore_values: tuple[int, ...] = (255,)  # GT values that are not scored
+    class_agnostic: bool = False  # one foreground class, labels ignored (GrabCut-style)
+    max_side: int = field(default=0, metadata=_range(0))  # downscale images whose long side exceeds this; 0 = never
+    max_pixels: int = field(default=40_000_000, metadata=_range(1))  # refuse larger images (memory guard)
+    on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))  # skip: list it in the run report
+    demo_images: int = field(default=60, metadata=_range(6, 10_000))  # demo: number of training images
+    demo_seed: int = field(default=0, metadata=_range(0))  # demo: generator seed (same seed, same pixels)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = field(default="lite0", metadata=_choices("lite0", "resnet18", "resnet50", "resnet101"))
+    pretrained: str = field(default="imagenet", metadata=_choices("imagenet", "none"))  # lite0 weights ship offline
+    width: int = field(default=96, metadata=_range(8, 1024))  # decoder channels
+    srm: bool = True  # Semantic Refinement Module at every decoder upsampling (false = bilinear)
+    srm_mask: bool = True  # convex k x k combination of neighbouring offsets (false = raw offsets)
+    srm_kernel: int = field(default=3, metadata=_range(1, 7))  # k of the k x k offset neighbourhood
+    crm: bool = True  # Contextual Refinement Module over all four backbone stages
+    aux: bool = True  # auxiliary head on the stride-16 features (training only)
+
+
+@dataclass(frozen=True)
+class CoarseConfig:
+    method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "fusion"))
+    fusion: tuple[str, ...] = ("ddt", "saliency")  # methods whose maps `fusion` combines (geometric mean)
+    image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
+    fg_threshold: float = field(default=0.6, metadata=_range(0.0, 1.0))  # p >= this -> the image's class
+    bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
+    cam_epochs: int = field(default=4, metadata=_range(0, 1000))  # cam: classifier fine-tuning epochs
+    saliency_segments: int = field(default=200, metadata=_range(10, 5000))  # saliency: SLIC superpixels
+
+
+@dataclass(frozen=True)
+class CRFConfig:
+    enabled: bool = True  # false = pass masks through unchanged
+    iterations: int = field(default=10, metadata=_range(1, 100))  # mean-field iterations
+    gauss_sxy: float = field(default=3.0, metadata=_range(0.1))  # smoothness kernel width (px)
+    gauss_compat: float = field(default=3.0, metadata=_range(0.0))  # smoothness kernel weight
+    bilateral_sxy: float = field(default=60.0, metadata=_range(0.1))  # appearance kernel spatial width (px)
+    bilateral_srgb: float = field(default=13.0, metadata=_range(0.1))  # appearance kernel colour width (0-255)
+    bilateral_compat: float = field(default=10.0, metadata=_range(0.0))  # appearance kernel weight
+    gt_prob: float = field(default=0.7, metadata=_range(0.5, 1.0))  # confidence of a hard label when no soft map
+    min_class_prob: float = field(default=0.01, metadata=_range(0.0, 1.0))  # classes below this everywhere are left out
+    ignore: str = field(default="keep", metadata=_choices("keep", "refine"))  # keep: 255 stays 255; refine: CRF decides
+    confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # refined pixels whose top prob < this -> 255
+    max_side: int = field(default=1024, metadata=_range(64))  # larger images are refined downscaled, then upsampled
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = field(default=300, metadata=_range(1))  # optimiser steps per training run
+    batch_size: int = field(default=8, metadata=_range(1))  # images per step (per worker)
+    crop: tuple[int, int] = (192, 192)  # training crop (h, w); padded with fill 255 (mask) / mean (image)
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before cropping
+    flip: bool = True  # random horizontal flip
+    jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))  # photometric jitter strength; 0 = off
+    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))
+    lr: float = field(default=1e-3, metadata=_range(0.0))  # peak learning rate
+    backbone_lr_mult: float = field(default=0.1, metadata=_range(0.0))  # pretrained backbone learns slower
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))  # sgd only
+    warmup_iters: int = field(default=20, metadata=_range(0))  # linear warm-up steps
+    poly_power: float = field(default=0.9, metadata=_range(0.0))  # lr = peak * (1 - t/T)^power after warm-up
+    grad_accum: int = field(default=1, metadata=_range(1))  # gradient accumulation steps
+    aux_weight: float = field(default=0.4, metadata=_range(0.0))  # weight of the auxiliary head's loss
+    ohem: bool = False  # online hard example mining
+    ohem_thresh: float = field(default=0.7, metadata=_range(0.0, 1.0))  # keep pixels whose true-class prob < this
+    ohem_min_kept: int = field(default=10_000, metadata=_range(1))  # ...but at least this many per batch
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # memory format on CUDA (ignored on CPU)
+    checkpoint_every: int = field(default=100, metadata=_range(1))  # iterations between checkpoints
+    num_workers: int = field(default=0, metadata=_range(0))  # DataLoader worker processes
+    threads: int = field(default=0, metadata=_range(0))  # torch CPU threads; 0 = all cores Ray gives the task
+    log_every: int = field(default=25, metadata=_range(1))  # iterations between progress lines
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    count: int = field(default=2, metadata=_range(0, 50))  # recursive train -> predict -> crf rounds
+    min_change: float = field(default=0.0, metadata=_range(0.0, 1.0))  # stop early when <this fraction of pixels change
+    warm_start: bool = True  # round k starts from round k-1's weights (false = from the pretrained backbone)
+    scales: tuple[float, ...] = (1.0,)  # test-time scales when predicting the training images
+    flip: bool = True  # add horizontally flipped predictions
+    confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # predicted pixels below this become ignore
+    other_classes: str = field(default="ignore", metadata=_choices("ignore", "keep"))  # pixels the net gives an unlabelled class
+    other_classes_from_round: int = field(default=2, metadata=_range(1))  # from this round on, `keep` applies
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    enabled: bool = True  # false = run every stage serially in this process (debugging, tests)
+    address: str = ""  # "" = start a local cluster; "auto" or "ray://..." joins one (also RAY_ADDRESS)
+    num_cpus: int = field(default=0, metadata=_range(0))  # local cluster size; 0 = all cores
+    max_in_flight: int = field(default=0, metadata=_range(0))  # per-image tasks queued at once; 0 = 2 x CPUs
+    task_memory_mb: int = field(default=600, metadata=_range(0))  # memory each per-image task declares
+    max_retries: int = field(default=3, metadata=_range(0))  # re-runs of a task whose worker died
+    temp_dir: str = "/tmp/coarse2fine-ray"  # local cluster session files
+    log_to_driver: bool = False  # show Ray worker logs in the terminal
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    coarse: CoarseConfig = CoarseConfig()
+    crf: CRFConfig = CRFConfig()
+    train: TrainConfig = TrainConfig()
+    rounds: RoundsConfig = RoundsConfig()
+    ray: RayConfig = RayConfig()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Short stable hash of the named sections (what a stage's output depends on)."""
+        blob = json.dumps({s: dataclasses.asdict(getattr(self, s)) for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read YAML (with one optional `base:`), apply `a.b=c` overrides, validate and build a frozen Config."""
+    raw: dict = {}
+    if path is not None:
+        raw = _read_with_base(Path(path))
+    for item in overrides:
+        _apply_override(raw, item)
+    return build(Config, raw, where="")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _read_with_base(path: Path) -> dict:
+    child = _read_yaml(path)
+    base_name = child.pop("base", None)
+    if base_name is None:
+        return child
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: key 'base' must be a file path string")
+    base_path = (path.parent / base_name).resolve()
+    base = _read_yaml(base_path)
+    if "base" in base:
+        raise ConfigError(f"{base_path}: a base config may not have a base of its own (one level only)")
+    merged = dict(base)
+    for section, values in child.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.iterations=100")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
+
+
+def build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a dict, checking keys, types, ranges and choices; `where` is the key path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key '{key}' (known here: {', '.join(sorted(fields))})")
+    values = {}
+    for name, value in raw.items():
+        path = f"{where}.{name}" if where else name
+        values[name] = _check_value(value, hints[name], fields[name].metadata, path)
+    return cls(**values)
+
+
+def _check_value(value: Any, hint: Any, meta: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{path}': expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = tuple(_scalar(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        else:
+            if len(value) != len(args):
+                raise ConfigError(f"config key '{path}': expected {len(args)} values, got {len(value)}")
+            items = tuple(_scalar(v, t, f"{path}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+        return items
+    value = _scalar(value, hint, path)
+    lo, hi = meta.get("range", (None, None))
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"config key '{path}': {value!r} is out of range [{lo}, {hi if hi is not None else 'inf'}]")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"config key '{path}': {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _scalar(value: Any, hint: Any, path: str) -> Any:
+    if isinstance(hint, types.UnionType):
+        raise ConfigError(f"config key '{path}': union types are not supported")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    type_name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key '{path}': expected {type_name}, got {type(value).__name__} {value!r}")

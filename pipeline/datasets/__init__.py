@@ -1,0 +1,1 @@
+"""Fully supervised data sets in their standard layouts."""

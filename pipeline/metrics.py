@@ -1,0 +1,49 @@
+"""Segmentation scores from one confusion matrix (torchvision references style: a single `bincount`).
+
+    cm = confusion_matrix(pred, gt, num_classes)        # rows = truth, columns = prediction
+    scores = scores_from_confusion(cm, class_names)     # mIoU, per-class IoU, pixel accuracy
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .io import IGNORE
+
+
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = IGNORE) -> np.ndarray:
+    """[num_classes, num_classes] int64 counts of (truth, prediction); truth == ignore_index is skipped.
+
+    Predictions outside [0, num_classes) (e.g. an ignore value in a pseudo-label) are counted as background.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    gt = gt.astype(np.int64).ravel()
+    pred = pred.astype(np.int64).ravel()
+    keep = (gt != ignore_index) & (gt >= 0) & (gt < num_classes)
+    gt, pred = gt[keep], pred[keep]
+    pred = np.where((pred >= 0) & (pred < num_classes), pred, 0)
+    return np.bincount(gt * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(cm: np.ndarray, class_names: list[str] | tuple[str, ...] | None = None) -> dict:
+    """mIoU over classes present in truth or prediction, per-class IoU (None where absent) and pixel accuracy."""
+    cm = cm.astype(np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(cm))]
+    total = cm.sum()
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "pixel_acc": float(tp.sum() / total) if total else float("nan"),
+        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
+    }
+
+
+def foreground_jaccard(pred_fg: np.ndarray, gt_fg: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Intersection over union of two boolean foreground masks over `valid` pixels; 1.0 when both are empty."""
+    if valid is not None:
+        pred_fg, gt_fg = pred_fg & valid, gt_fg & valid
+    union = np.logical_or(pred_fg, gt_fg).sum()
+    return float(np.logical_and(pred_fg, gt_fg).sum() / union) if union else 1.0

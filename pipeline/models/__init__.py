@@ -1,0 +1,1 @@
+"""SRM/CRM segmentation network and backbones."""

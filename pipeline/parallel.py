@@ -1,0 +1,135 @@
+"""Ray helpers: one cluster per run, per-image tasks with bounded in-flight work, one device task for training.
+
+Every function here also runs without Ray (`ray.enabled: false`), serially in this process, so stages are
+debuggable and serial/parallel results can be compared. Large arrays never travel through Ray's object store:
+a task receives file paths, reads its inputs, writes its outputs and returns a small dict.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+from .config import RayConfig
+
+
+@contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[bool]:
+    """Join the cluster at `cfg.address` / RAY_ADDRESS, or start a local one and shut it down at exit.
+
+    Yields True when Ray is in use. If Ray is already initialised (a test session's shared cluster, a user's
+    notebook) that cluster is used and left running.
+    """
+    if not cfg.enabled:
+        yield False
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if ray.is_initialized():
+        yield True
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+    common = dict(log_to_driver=cfg.log_to_driver, logging_level="ERROR", configure_logging=True)
+    if address:
+        ray.init(address=address, **common)
+    else:
+        os.makedirs(cfg.temp_dir, exist_ok=True)
+        ray.init(num_cpus=cfg.num_cpus or None, _temp_dir=cfg.temp_dir, include_dashboard=False, **common)
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _ray_active() -> bool:
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized()
+
+
+class Progress:
+    """A one-line progress report with rate and ETA, written to stderr (no dependency on a terminal)."""
+
+    def __init__(self, desc: str, total: int, every_s: float = 2.0):
+        self.desc, self.total, self.every_s = desc, total, every_s
+        self.done, self.start, self.last = 0, time.time(), 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.time()
+        if now - self.last >= self.every_s or self.done == self.total:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            end = "\n" if self.done == self.total else ""
+            print(f"\r  {self.desc}: {self.done}/{self.total} ({rate:.1f}/s, ETA {eta:.0f}s)   ", end=end,
+                  file=sys.stderr, flush=True)
+
+
+def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc: str,
+              num_cpus: float = 1.0, memory_mb: int | None = None) -> list[Any]:
+    """Run `fn(item)` for every item; results in item order.
+
+    With Ray, at most `cfg.max_in_flight` tasks (default 2 x cluster CPUs) are submitted at once, each declaring
+    `num_cpus` and `memory_mb` (default `cfg.task_memory_mb`), retried `cfg.max_retries` times if its worker dies.
+    An exception raised by `fn` is re-raised here (Ray's error type subclasses the original).
+    """
+    items = list(items)
+    results: list[Any] = [None] * len(items)
+    progress = Progress(desc, len(items))
+    if not items:
+        return results
+    if not (cfg.enabled and _ray_active()):
+        for i, item in enumerate(items):
+            results[i] = fn(item)
+            progress.update()
+        return results
+
+    import ray
+
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+    limit = cfg.max_in_flight or max(2, 2 * cluster_cpus)
+    memory = (memory_mb if memory_mb is not None else cfg.task_memory_mb) * 2**20
+    options: dict[str, Any] = dict(num_cpus=num_cpus, max_retries=cfg.max_retries)
+    if memory:
+        options["memory"] = memory
+    remote_fn = ray.remote(fn).options(**options)
+    pending: dict[Any, int] = {}
+    next_item = 0
+    try:
+        while next_item < len(items) or pending:
+            while next_item < len(items) and len(pending) < limit:
+                pending[remote_fn.remote(items[next_item])] = next_item
+                next_item += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                results[pending.pop(ref)] = ray.get(ref)
+                progress.update()
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    return results
+
+
+def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig) -> Any:
+    """Run `fn(*args)` as one Ray task holding a GPU if the cluster has one, else all the cluster's CPUs.
+
+    Without Ray it simply calls `fn(*args)` here.
+    """
+    if not (cfg.enabled and _ray_active()):
+        return fn(*args)
+    import ray
+
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0) >= 1:
+        options: dict[str, Any] = dict(num_gpus=1, num_cpus=1)
+    else:
+        options = dict(num_cpus=max(1, int(resources.get("CPU", 1))))
+    ref = ray.remote(fn).options(max_retries=cfg.max_retries, **options).remote(*args)
+    return ray.get(ref)

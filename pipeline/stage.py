@@ -1,0 +1,42 @@
+"""What every stage receives, and the per-image file contract between stages.
+
+A stage is a module in `stages/` with one function:
+
+    def run(ctx: StageContext, src: Path | None, dst: Path) -> dict
+
+It reads the previous stage's per-image files from `src` (None for the first stage), writes for every record
+`dst/<stem>.npz` (soft map, see `pipeline.io.save_probs`) and then `dst/<stem>.png` (the pseudo-label with 255 =
+ignore, see `pipeline.labels`), and returns a small JSON-able summary. The `.png` is written last, so an image whose
+`.png` exists is finished: `pending()` lists the others, which makes every stage resumable per image.
+The runner (`pipeline.runner`) writes `manifest.json` and the `DONE` marker around `run()`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training image: its file, its image-level label (a class id >= 1) and optional ground truth."""
+
+    stem: str  # unique id; output files are named <stem>.png / <stem>.npz
+    image: Path
+    label: int  # index into StageContext.classes (0 = background is never an image label)
+    gt: Path | None = None  # ground-truth mask, used only for scoring
+
+
+@dataclass(frozen=True)
+class StageContext:
+    cfg: Config
+    records: tuple[Record, ...]
+    classes: tuple[str, ...]  # classes[0] == "background"
+    run_dir: Path
+    round: int = 0  # 0 before the recursive rounds, k inside round k
+
+
+def pending(records: tuple[Record, ...] | list[Record], dst: Path) -> list[Record]:
+    """Records whose output `dst/<stem>.png` does not exist yet."""
+    return [r for r in records if not (dst / f"{r.stem}.png").exists()]
