@@ -15,6 +15,7 @@ Outputs in `out_dir`: `last.pt` every `checkpoint_every` iterations (model, opti
 iteration, best score; loadable with `torch.load(weights_only=True)`), `best.pt` (weights with the best validation
 mIoU when `val_fn` is given), `model.pt` (final weights, written last), `log.csv`, TensorBoard events if available.
 
+Loss: pipeline.models.SegLoss (cross-entropy or OHEM, ignore 255, + aux_weight x auxiliary head).
 Assumptions: bf16 autocast needs no loss scaling, so the GradScaler is disabled and only kept in the checkpoint for
 format stability; weight decay is not applied to 1-D parameters (norm weights, biases), as in timm / torchvision refs.
 """
@@ -31,11 +32,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .io import IGNORE, atomic_write_bytes
+from .io import atomic_write_bytes
+from .models.losses import SegLoss
 
 LOG_FIELDS = ["iteration", "loss", "lr", "images_per_s", "val_miou", "val_pixel_acc"]
 
@@ -70,40 +71,7 @@ class SeededSamples(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Loss, optimiser, schedule
-
-def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float, min_kept: int) -> torch.Tensor:
-    """Cross-entropy over the hard pixels: true-class prob < thresh, but at least the `min_kept` hardest ones."""
-    pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none").flatten()
-    valid = target.flatten() != IGNORE
-    losses = pixel_loss[valid]
-    if losses.numel() == 0:
-        return logits.sum() * 0.0
-    loss_thresh = -math.log(thresh)  # prob < thresh  <=>  loss > -log(thresh)
-    hard = losses[losses > loss_thresh]
-    if hard.numel() < min(min_kept, losses.numel()):
-        hard = torch.topk(losses, min(min_kept, losses.numel())).values
-    return hard.mean()
-
-
-def segmentation_loss(outputs: dict, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Main head + cfg.aux_weight x auxiliary head; plain or OHEM cross-entropy with ignore 255."""
-
-    def one(logits: torch.Tensor) -> torch.Tensor:
-        if logits.shape[-2:] != target.shape[-2:]:
-            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        logits = logits.float()
-        if cfg.ohem:
-            return ohem_cross_entropy(logits, target, cfg.ohem_thresh, cfg.ohem_min_kept)
-        if not (target != IGNORE).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, ignore_index=IGNORE)
-
-    loss = one(outputs["out"])
-    if cfg.aux_weight > 0 and outputs.get("aux") is not None:
-        loss = loss + cfg.aux_weight * one(outputs["aux"])
-    return loss
-
+# Optimiser, schedule
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Backbone at lr x backbone_lr_mult, the rest at lr; no weight decay on 1-D params (norms, biases)."""
@@ -189,6 +157,7 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    loss_fn = SegLoss(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept)
     scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16 needs no loss scaling (see docstring)
 
     start, best = 0, -math.inf
@@ -227,7 +196,7 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_cuda and cfg.amp):
                 outputs = model(x)
-            loss = segmentation_loss(outputs, y, cfg) / cfg.grad_accum
+            loss = loss_fn({k: v.float() for k, v in outputs.items()}, y) / cfg.grad_accum
             scaler.scale(loss).backward()
             step_loss += float(loss.detach())
             seen += x.shape[0]
