@@ -78,6 +78,7 @@ class CoarseConfig:
     method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "fusion"))
     fusion: tuple[str, ...] = ("ddt", "saliency")  # methods whose maps `fusion` combines (geometric mean)
     image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
+    ddt_groups: str = field(default="label", metadata=_choices("label", "image"))  # ddt: statistics per label group or per image
     fg_threshold: float = field(default=0.6, metadata=_range(0.0, 1.0))  # p >= this -> the image's class
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
     cam_epochs: int = field(default=4, metadata=_range(0, 1000))  # cam: classifier fine-tuning epochs
@@ -153,6 +154,29 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class FullConfig:
+    dataset: str = field(default="camvid", metadata=_choices("cityscapes", "bdd100k", "ade20k", "camvid", "voc", "folder"))
+    root: str = "data/camvid"  # data set folder in its standard layout (see pipeline/datasets/)
+    train_split: str = "train"  # split folder name used for training
+    val_split: str = "val"  # split folder name used for validation / evaluation
+    cityscapes_labels: str = field(default="labelIds", metadata=_choices("labelIds", "labelTrainIds"))  # which gtFine PNGs
+    voc_aug: bool = False  # voc: read SegmentationClassAug (SBD-augmented) instead of SegmentationClass
+    folder_images: str = "images"  # folder: image subfolder of <root>/<split>
+    folder_masks: str = "masks"  # folder: mask subfolder of <root>/<split> (same stems, .png)
+    folder_classes: int = field(default=0, metadata=_range(0, 255))  # folder: number of classes (required there)
+    input_scale: float = field(default=1.0, metadata=_range(0.05, 4.0))  # images are resized by this before training/eval
+    eval_scales: tuple[float, ...] = (1.0,)  # test-time scales (relative to input_scale)
+    eval_flip: bool = False  # add horizontally flipped predictions at test time
+    eval_window: int = field(default=0, metadata=_range(0))  # sliding-window size in px; 0 = whole image
+    eval_stride: int = field(default=0, metadata=_range(0))  # sliding-window step; 0 = 2/3 of the window
+    val_max_images: int = field(default=0, metadata=_range(0))  # validation during training on the first N; 0 = all
+    val_during_training: bool = True  # score val at every checkpoint and keep best.pt
+    best_metric: str = field(default="miou", metadata=_choices("miou", "pixel_acc"))  # what best.pt maximises
+    num_workers: int = field(default=1, metadata=_range(1))  # Ray Train workers (1 = plain single-process training)
+    use_gpu: bool = False  # Ray Train: one GPU per worker
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -162,6 +186,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     rounds: RoundsConfig = RoundsConfig()
     ray: RayConfig = RayConfig()
+    full: FullConfig = FullConfig()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
