@@ -143,8 +143,14 @@ def resolve_device(device: str) -> torch.device:
 # The loop
 
 def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path, *, seed: int, resume: bool = True,
-                device: str = "auto", val_fn: Callable[[nn.Module], dict] | None = None) -> Path:
-    """Train `model` for cfg.iterations steps on `dataset`; returns out_dir/model.pt (final state_dict)."""
+                device: str = "auto", val_fn: Callable[[nn.Module], dict] | None = None, best_metric: str = "miou",
+                rank: int = 0, world_size: int = 1) -> Path:
+    """Train `model` for cfg.iterations steps on `dataset`; returns out_dir/model.pt (final state_dict).
+
+    With world_size > 1 (torch.distributed already initialised, see pipeline.distributed) the model is wrapped in
+    DistributedDataParallel, worker `rank` reads every world_size-th sample of the global stream, and only rank 0
+    validates and writes files (out_dir must be on storage every worker can read for `--resume`).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
@@ -155,6 +161,10 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     model.to(dev)
     if on_cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    net = model  # what runs forward/backward; the optimiser and checkpoints use the plain `model`
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if on_cuda else None)
+    writes = rank == 0
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     loss_fn = SegLoss(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept)
@@ -174,13 +184,15 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         start, best = int(ckpt["iteration"]), float(ckpt["best"])
         print(f"resuming {out_dir} from iteration {start}", file=sys.stderr)
     log_path = out_dir / "log.csv"
-    _log_row(log_path, {}, start_iteration=start)
-    writer = _tensorboard(out_dir)
+    if writes:
+        _log_row(log_path, {}, start_iteration=start)
+    writer = _tensorboard(out_dir) if writes else None
 
-    per_step = cfg.batch_size * cfg.grad_accum
+    per_step = cfg.batch_size * cfg.grad_accum * world_size  # samples of the global stream per iteration
     samples = SeededSamples(dataset, seed)
+    my_samples = range(start * per_step + rank, cfg.iterations * per_step, world_size)  # this worker's shard
     loader = torch.utils.data.DataLoader(
-        samples, batch_size=cfg.batch_size, sampler=range(start * per_step, cfg.iterations * per_step),
+        samples, batch_size=cfg.batch_size, sampler=my_samples,
         num_workers=cfg.num_workers, pin_memory=on_cuda, drop_last=False,
         generator=torch.Generator().manual_seed(seed))  # own generator: the global torch RNG stays untouched
     batches = iter(loader)
@@ -195,7 +207,7 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
             if on_cuda and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_cuda and cfg.amp):
-                outputs = model(x)
+                outputs = net(x)
             loss = loss_fn({k: v.float() for k, v in outputs.items()}, y) / cfg.grad_accum
             scaler.scale(loss).backward()
             step_loss += float(loss.detach())
@@ -208,14 +220,14 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         done = it + 1
 
         row: dict[str, Any] = {}
-        if done % cfg.log_every == 0 or done == cfg.iterations:
+        if writes and (done % cfg.log_every == 0 or done == cfg.iterations):
             rate = seen / max(time.time() - tick, 1e-9)
             row = {"iteration": done, "loss": f"{loss_sum / max(steps, 1):.5f}",
                    "lr": f"{optimizer.param_groups[-1]['lr']:.3e}", "images_per_s": f"{rate:.2f}"}
             print(f"  iter {done}/{cfg.iterations} loss {row['loss']} lr {row['lr']} {rate:.1f} img/s",
                   file=sys.stderr, flush=True)
             tick, seen, loss_sum, steps = time.time(), 0, 0.0, 0
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+        if writes and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
             if val_fn is not None:
                 model.eval()
                 with torch.no_grad():
@@ -226,9 +238,9 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
                 print(f"  iter {done} val mIoU {scores['miou']:.4f}", file=sys.stderr, flush=True)
                 if writer is not None:
                     writer.add_scalar("val/miou", scores["miou"], done)
-                if scores["miou"] > best:
-                    best = float(scores["miou"])
-                    _save({"model": model.state_dict(), "iteration": done, "miou": best}, out_dir / "best.pt")
+                if scores[best_metric] > best:
+                    best = float(scores[best_metric])
+                    _save({"model": model.state_dict(), "iteration": done, best_metric: best}, out_dir / "best.pt")
             ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "torch_rng": torch.get_rng_state(), "iteration": done, "best": best, "seed": seed}
@@ -244,5 +256,6 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         writer.close()
     model.eval()
     final = out_dir / "model.pt"
-    _save({k: v.detach().cpu() for k, v in model.state_dict().items()}, final)
+    if writes:
+        _save({k: v.detach().cpu() for k, v in model.state_dict().items()}, final)
     return final
