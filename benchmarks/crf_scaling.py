@@ -4,11 +4,12 @@ two-node cluster run showing tasks landing on both nodes.
     python benchmarks/crf_scaling.py speed --images 200 --cpus 2        # serial vs Ray, efficiency
     python benchmarks/crf_scaling.py memory --images 200 2000 --cpus 2  # peak RSS (driver, workers) per size
     python benchmarks/crf_scaling.py multinode --images 12              # 2 nodes x 1 CPU (ray.cluster_utils)
+    python benchmarks/crf_scaling.py multinode --address 127.0.0.1:6390 # a cluster made with `ray start`
 
 Data: real-size photos (scikit-image's bundled chelsea, astronaut, coffee, ... cropped/resized to 500x375, flipped)
 with a centre-Gaussian coarse soft map per image; stems are distinct files, image files are shared between stems
 (like several COCO-MVal files sharing one photo). Nothing is downloaded. Peak memory is sampled every 0.1 s from
-/proc (RSS of this process and of every `ray::` worker process).
+/proc (RSS of this process and of this benchmark's own Ray processes).
 """
 from __future__ import annotations
 
@@ -73,38 +74,45 @@ def make_dataset(root: Path, n: int, h: int = 375, w: int = 500, distinct: int =
     return records
 
 
-class PeakMemory:
-    """Samples RSS of this process and of Ray worker processes (`ray::...`) in a background thread."""
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
-    def __init__(self, every_s: float = 0.1):
-        self.every_s, self.driver, self.workers, self.worker_max = every_s, 0, 0, 0
+
+def session_processes(temp_dir: str) -> dict[int, tuple[int, float]]:
+    """pid -> (RSS bytes, CPU seconds) of this benchmark's Ray processes: those naming `temp_dir` on their command
+    line (raylet, GCS, ...) and their children (`ray::` workers). Other users' Ray clusters are not counted."""
+    table = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        stat = _read(f"/proc/{pid}/stat")
+        if not stat:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        table[int(pid)] = (int(fields[1]), _read(f"/proc/{pid}/cmdline"), fields)
+    roots = {pid for pid, (_, cmd, _) in table.items() if temp_dir in cmd}
+    ours = roots | {pid for pid, (ppid, _, _) in table.items() if ppid in roots}
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    return {pid: (int(table[pid][2][21]) * page, (int(table[pid][2][11]) + int(table[pid][2][12])) / tick)
+            for pid in ours if pid != os.getpid()}
+
+
+class PeakMemory:
+    """Samples peak RSS of this process and of this benchmark's Ray processes in a background thread."""
+
+    def __init__(self, temp_dir: str, every_s: float = 0.1):
+        self.temp_dir, self.every_s = temp_dir, every_s
+        self.driver, self.ray_total, self.ray_max = 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    @staticmethod
-    def _rss(pid: str) -> int:
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            return 0
-
     def _loop(self) -> None:
-        me = str(os.getpid())
         while not self._stop.is_set():
-            total = 0
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmd = f.read(64)
-                except OSError:
-                    continue
-                if cmd.startswith(b"ray::") and pid != me:
-                    rss = self._rss(pid)
-                    total += rss
-                    self.worker_max = max(self.worker_max, rss)
-            self.workers = max(self.workers, total)
-            self.driver = max(self.driver, self._rss(me))
+            rss = [r for r, _ in session_processes(self.temp_dir).values()]
+            self.ray_total, self.ray_max = max(self.ray_total, sum(rss)), max([self.ray_max, *rss])
+            self.driver = max(self.driver, int(_read("/proc/self/statm").split()[1]) * os.sysconf("SC_PAGE_SIZE"))
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "PeakMemory":
@@ -127,11 +135,16 @@ def run_stage(records: list[Record], root: Path, ray_cfg: RayConfig, out: str) -
 
 def speed(args: argparse.Namespace, root: Path) -> None:
     records = make_dataset(root, args.images)
+    cpu0 = time.process_time()
     serial_s, _ = run_stage(records, root, RayConfig(enabled=False), "serial")
+    serial_cpu = time.process_time() - cpu0
     ray_cfg = RayConfig(num_cpus=args.cpus, temp_dir=args.ray_temp)
     with ray_session(ray_cfg):
         run_stage(records[: 2 * args.cpus], root, ray_cfg, "warmup")  # start the workers once (not timed)
+        before, cpu0 = session_processes(args.ray_temp), time.process_time()
         ray_s, summary = run_stage(records, root, ray_cfg, "ray")
+        after, driver_cpu = session_processes(args.ray_temp), time.process_time() - cpu0
+    ray_cpu = sum(c for _, c in after.values()) - sum(c for pid, (_, c) in before.items() if pid in after)
     for stem in (r.stem for r in records[:: max(1, len(records) // 20)]):
         for suffix in (".png", ".npz"):
             if (root / "serial" / f"{stem}{suffix}").read_bytes() != (root / "ray" / f"{stem}{suffix}").read_bytes():
@@ -141,7 +154,10 @@ def speed(args: argparse.Namespace, root: Path) -> None:
     print(f"serial: {serial_s:.1f} s = {serial_rate:.2f} images/s")
     print(f"ray ({args.cpus} CPUs): {ray_s:.1f} s = {ray_rate:.2f} images/s")
     print(f"speed-up {ray_rate / serial_rate:.2f}x, parallel efficiency {ray_rate / serial_rate / args.cpus:.2f}")
-    print(f"load average during run: {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    print(f"CPU seconds per image: serial {serial_cpu / len(records):.3f}, Ray workers+raylet "
+          f"{ray_cpu / len(records):.3f} + driver {driver_cpu / len(records):.3f} -> CPU-cost efficiency "
+          f"{serial_cpu / (ray_cpu + driver_cpu):.2f} (what wall-clock efficiency becomes on otherwise idle cores)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other users share them)")
 
 
 def memory(args: argparse.Namespace, root: Path) -> None:
@@ -150,33 +166,38 @@ def memory(args: argparse.Namespace, root: Path) -> None:
         for n in args.images_list:
             shutil.rmtree(root, ignore_errors=True)
             records = make_dataset(root, n)
-            with PeakMemory() as peak:
+            with PeakMemory(args.ray_temp) as peak:
                 seconds, summary = run_stage(records, root, ray_cfg, "ray")
-            print(f"{n:6d} images: {seconds:7.1f} s ({n / seconds:.2f}/s), peak RSS driver {peak.driver / 2**20:.0f} MiB,"
-                  f" all workers {peak.workers / 2**20:.0f} MiB, largest worker {peak.worker_max / 2**20:.0f} MiB")
+            print(f"{n:6d} images: {seconds:7.1f} s ({n / seconds:.2f}/s), peak RSS: driver {peak.driver / 2**20:.0f}"
+                  f" MiB, Ray processes together {peak.ray_total / 2**20:.0f} MiB, largest {peak.ray_max / 2**20:.0f} MiB")
 
 
 def multinode(args: argparse.Namespace, root: Path) -> None:
-    """Head + one worker node (1 CPU each) in this machine; the stage's tasks must land on both."""
+    """The stage on a cluster of several nodes: `--address` of one started with `ray start`, else a head + one joined
+    node (1 CPU each) from ray.cluster_utils. Prints the node ids and how many tasks each ran."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    os.environ["RAY_TMPDIR"] = args.ray_temp  # session files (and the cluster address file) stay out of /tmp/ray
-    os.makedirs(os.path.join(args.ray_temp, "ray"), exist_ok=True)
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, include_dashboard=False))
-    cluster.add_node(num_cpus=1)
+    cluster = None
+    if not args.address:
+        from ray.cluster_utils import Cluster
+
+        os.environ["RAY_TMPDIR"] = args.ray_temp  # session files (and the cluster address file) stay out of /tmp/ray
+        os.makedirs(os.path.join(args.ray_temp, "ray"), exist_ok=True)
+        cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, include_dashboard=False))
+        cluster.add_node(num_cpus=1)
+    address = args.address or cluster.address
     try:
-        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-        nodes = sorted(n["NodeID"][:12] for n in ray.nodes() if n["Alive"])
-        print(f"cluster {cluster.address}: nodes {nodes}")
-        records = make_dataset(root, args.images, h=120, w=160, distinct=4)
-        ray_cfg = RayConfig(address=cluster.address)
-        seconds, summary = run_stage(records, root, ray_cfg, "ray")
+        ray_cfg = RayConfig(address=address)
+        with ray_session(ray_cfg):  # joins the cluster (never starts one when an address is given)
+            nodes = sorted(n["NodeID"][:12] for n in ray.nodes() if n["Alive"])
+            print(f"cluster {address}: nodes {nodes}")
+            records = make_dataset(root, args.images, h=120, w=160, distinct=4)
+            seconds, summary = run_stage(records, root, ray_cfg, "ray")
         print(f"{summary['images']} images in {seconds:.1f} s; tasks per node: {summary['tasks_per_node']}")
         print(f"nodes used: {len(summary['tasks_per_node'])} of {len(nodes)}")
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
 
 
 def main() -> None:
@@ -185,6 +206,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[200], help="images (memory: several sizes)")
     parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs for speed/memory")  # this machine has 2
     parser.add_argument("--workdir", default="", help="where to write the data ('' = a temp folder, removed)")
+    parser.add_argument("--address", default="", help="multinode: join this cluster ('' = build a 2-node one)")
     parser.add_argument("--ray-temp", default="/tmp/c2f-crf-bench-ray", help="Ray session files")
     args = parser.parse_args()
     args.images_list = args.images
