@@ -72,7 +72,10 @@ def refine_one(job: CRFJob) -> dict:
     npz_path, png_path = src / f"{job.stem}.npz", src / f"{job.stem}.png"
     source_mask = load_mask(png_path) if png_path.is_file() else None
     if npz_path.is_file():
-        probs, class_ids = load_probs(npz_path)
+        try:
+            probs, class_ids = load_probs(npz_path)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{npz_path}: cannot read soft map ({err})") from None
     elif source_mask is not None:
         present = [int(v) for v in np.unique(source_mask) if v != IGNORE]
         class_ids = np.array(sorted({0, job.label, *present}), np.int32)

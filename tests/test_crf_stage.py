@@ -122,5 +122,8 @@ def test_missing_source_raises_naming_file(tmp_path):
     (src / "im0.png").unlink()
     with pytest.raises(FileNotFoundError, match="im0.npz"):
         crf_stage.run(context(records, tmp_path, ray_enabled=False), src, tmp_path / "out")
+    (src / "im1.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=r"im1\.npz: cannot read soft map"):
+        crf_stage.run(context(records[1:], tmp_path, ray_enabled=False), src, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         crf_stage.run(context(records, tmp_path, ray_enabled=False), tmp_path / "nope", tmp_path / "out")
