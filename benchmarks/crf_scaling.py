@@ -5,6 +5,7 @@ two-node cluster run showing tasks landing on both nodes.
     python benchmarks/crf_scaling.py memory --images 200 2000 --cpus 2  # peak RSS (driver, workers) per size
     python benchmarks/crf_scaling.py multinode --images 12              # 2 nodes x 1 CPU (ray.cluster_utils)
     python benchmarks/crf_scaling.py multinode --address 127.0.0.1:6390 # a cluster made with `ray start`
+    python benchmarks/crf_scaling.py multinode --images 24 --kill-node-after 8   # lose a node mid-run: retried
 
 Data: real-size photos (scikit-image's bundled chelsea, astronaut, coffee, ... cropped/resized to 500x375, flipped)
 with a centre-Gaussian coarse soft map per image; stems are distinct files, image files are shared between stems
@@ -172,6 +173,14 @@ def memory(args: argparse.Namespace, root: Path) -> None:
                   f" MiB, Ray processes together {peak.ray_total / 2**20:.0f} MiB, largest {peak.ray_max / 2**20:.0f} MiB")
 
 
+def _remove_node_after(cluster: object, node: object, out: Path, images: int) -> None:
+    """Kill the joined node (its raylet and workers) once `images` outputs exist: tasks it held must be retried."""
+    while len(list(out.glob("im*.png"))) < images:
+        time.sleep(0.05)
+    cluster.remove_node(node)
+    print(f"removed node {node.node_id[:12]} after {images} images", flush=True)
+
+
 def multinode(args: argparse.Namespace, root: Path) -> None:
     """The stage on a cluster of several nodes: `--address` of one started with `ray start`, else a head + one joined
     node (1 CPU each) from ray.cluster_utils. Prints the node ids and how many tasks each ran."""
@@ -184,17 +193,22 @@ def multinode(args: argparse.Namespace, root: Path) -> None:
         os.environ["RAY_TMPDIR"] = args.ray_temp  # session files (and the cluster address file) stay out of /tmp/ray
         os.makedirs(os.path.join(args.ray_temp, "ray"), exist_ok=True)
         cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, include_dashboard=False))
-        cluster.add_node(num_cpus=1)
+        joined = cluster.add_node(num_cpus=1)
     address = args.address or cluster.address
     try:
         ray_cfg = RayConfig(address=address)
         with ray_session(ray_cfg):  # joins the cluster (never starts one when an address is given)
             nodes = sorted(n["NodeID"][:12] for n in ray.nodes() if n["Alive"])
             print(f"cluster {address}: nodes {nodes}")
-            records = make_dataset(root, args.images, h=120, w=160, distinct=4)
+            size = (375, 500) if args.kill_node_after else (120, 160)  # slower tasks, so the kill lands mid-run
+            records = make_dataset(root, args.images, h=size[0], w=size[1], distinct=4)
+            if args.kill_node_after and cluster is not None:
+                threading.Thread(target=_remove_node_after, daemon=True,
+                                 args=(cluster, joined, root / "ray", args.kill_node_after)).start()
             seconds, summary = run_stage(records, root, ray_cfg, "ray")
+        finished = len(list((root / "ray").glob("im*.png")))
         print(f"{summary['images']} images in {seconds:.1f} s; tasks per node: {summary['tasks_per_node']}")
-        print(f"nodes used: {len(summary['tasks_per_node'])} of {len(nodes)}")
+        print(f"nodes used: {len(summary['tasks_per_node'])} of {len(nodes)}; finished files {finished}/{len(records)}")
     finally:
         if cluster is not None:
             cluster.shutdown()
@@ -207,6 +221,8 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs for speed/memory")  # this machine has 2
     parser.add_argument("--workdir", default="", help="where to write the data ('' = a temp folder, removed)")
     parser.add_argument("--address", default="", help="multinode: join this cluster ('' = build a 2-node one)")
+    parser.add_argument("--kill-node-after", type=int, default=0,
+                        help="multinode: kill the joined node once this many images are done (0 = never)")
     parser.add_argument("--ray-temp", default="/tmp/c2f-crf-bench-ray", help="Ray session files")
     args = parser.parse_args()
     args.images_list = args.images
