@@ -17,7 +17,8 @@ Choices and assumptions (checked against the weights, see tests/test_models.py):
   Measured at 224x224: chelsea -> class 285 (Egyptian cat) p=0.79, cat classes 281-285 sum 0.95; coffee -> 967
   (espresso) p=0.88. ImageNet mean/std gives 0.80 / 0.86: both work, 0.5 is the reference and is kept.
 - TF "SAME" padding beats symmetric padding on the same images (chelsea 0.79 vs 0.70, coffee 0.88 vs 0.84).
-- BatchNorm eps 1e-3 (TF default), momentum 0.01 (TF decay 0.99).
+- BatchNorm eps 1e-3 (TF default, the weights need it); momentum 0.1 (PyTorch's default rather than TF's 0.01,
+  so running statistics follow the few hundred fine-tuning steps of a training round).
 - No drop-connect (stochastic depth) in the blocks: the model is used here for fine-tuning at small batch
   sizes and as a frozen feature extractor, where it only adds noise. Classifier dropout 0.2 is kept.
 - Segmentation features are the outputs of the last block at each stride: blocks 2, 4, 10 and 15
@@ -35,7 +36,7 @@ LITE0_MEAN = (0.5, 0.5, 0.5)  # TF lite reference: (x*255 - 127) / 128 ~= (x - 0
 LITE0_STD = (0.5, 0.5, 0.5)
 LITE0_STAGE_CHANNELS = (24, 40, 112, 320)  # output channels at strides 4, 8, 16, 32
 BN_EPS = 1e-3  # TensorFlow BatchNorm epsilon
-BN_MOMENTUM = 0.01  # TensorFlow decay 0.99
+BN_MOMENTUM = 0.1  # PyTorch default (TF uses 0.01): running stats must adapt within short fine-tuning runs
 
 # (repeats, kernel, stride of the first block, expand ratio, in channels, out channels) per stage
 LITE0_BLOCKS = (

@@ -1,0 +1,89 @@
+"""Forward+backward time per image of the plain head, +SRM, +CRM and +both, printed as ratios to the plain head.
+
+    .venv/bin/python benchmarks/model_speed.py                               # CPU, lite, 512x1024, 2 threads
+    .venv/bin/python benchmarks/model_speed.py --size 256 512 --iters 3      # quicker on a busy machine
+    .venv/bin/python benchmarks/model_speed.py --device cuda --batch 8       # GPU: bf16 autocast, channels_last
+
+Each setting runs `--warmup` untimed steps, then `--iters` timed steps (forward, SegLoss with the aux head,
+backward, on random data); the reported time is the median step divided by the batch size, and the minimum is
+printed too (on a shared CPU the minimum is the better estimate of the uncontended cost). On CUDA the timing is
+synchronised and images/s is printed. The networks use pretrained="none" (weights do not change the speed).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from pipeline.config import ModelConfig
+from pipeline.models import SegLoss, build_model
+
+SETTINGS = (("plain", False, False), ("+SRM", True, False), ("+CRM", False, True), ("+both", True, True))
+VARIANTS = {"lite": ModelConfig(backbone="lite0", width=96), "r50": ModelConfig(backbone="resnet50", width=256),
+            "r101": ModelConfig(backbone="resnet101", width=256)}
+
+
+def time_setting(cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> list[float]:
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=19).to(device).train()
+    x = torch.randn(args.batch, 3, *args.size, device=device)
+    y = torch.randint(0, 19, (args.batch, *args.size), device=device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=10_000)
+    times = []
+    for step in range(args.warmup + args.iters):
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append((time.perf_counter() - start) / args.batch)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"),
+                        help="image size (default 512 1024)")
+    parser.add_argument("--variant", default="lite", choices=list(VARIANTS), help="network variant (default lite)")
+    parser.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
+    parser.add_argument("--iters", type=int, default=5, help="timed steps per setting (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting (default 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the shared machine)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"{args.variant} forward+backward, {args.size[0]}x{args.size[1]}, batch {args.batch}, {where}"
+          + (", bf16 autocast, channels_last" if device.type == "cuda" else ""))
+    results = {}
+    for name, srm, crm in SETTINGS:
+        cfg = replace(VARIANTS[args.variant], pretrained="none", srm=srm, srm_mask=srm, crm=crm)
+        results[name] = time_setting(cfg, args, device)
+    base_median = statistics.median(results["plain"])
+    base_min = min(results["plain"])
+    print(f"{'setting':8s} {'median s/img':>13s} {'min s/img':>10s} {'ratio(median)':>14s} {'ratio(min)':>11s}"
+          + (f" {'images/s':>9s}" if device.type == "cuda" else ""))
+    for name, times in results.items():
+        med, low = statistics.median(times), min(times)
+        line = f"{name:8s} {med:13.4f} {low:10.4f} {med / base_median:14.3f} {low / base_min:11.3f}"
+        if device.type == "cuda":
+            line += f" {1.0 / med:9.1f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
