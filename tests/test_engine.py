@@ -152,3 +152,31 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, grad_accum):
     diff = train_model(other, ColourSquares(), cfg, tmp_path / "seed8", seed=8, device="cpu")
     c = torch.load(diff, weights_only=True)
     assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
+
+
+@pytest.mark.slow
+def test_full_stage_trains_and_evaluates_a_folder_dataset(tmp_path):
+    from PIL import Image
+
+    from pipeline.config import load_config
+    from stages.full import run
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for i in range(n):
+            mask = np.zeros((32, 40), np.uint8)
+            mask[8:24, 10 + i:30] = 1
+            (tmp_path / "data" / split / "images").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / split / "masks").mkdir(parents=True, exist_ok=True)
+            img = ColourSquares.colours[mask] + rng.integers(0, 20, (32, 40, 3)).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "data" / split / "images" / f"im{i}.png")
+            Image.fromarray(mask).save(tmp_path / "data" / split / "masks" / f"im{i}.png")
+    overrides = [f"run.root={tmp_path / 'runs'}", "run.name=t", "full.dataset=folder", f"full.root={tmp_path / 'data'}",
+                 "full.folder_classes=2", "model.pretrained=none", "model.width=16", "train.iterations=2",
+                 "train.batch_size=2", "train.crop=[32,32]", "train.checkpoint_every=2", "train.threads=1",
+                 "full.eval_flip=true", "full.eval_window=24", "full.eval_stride=16"]
+    summary = run(load_config("configs/full_camvid.yaml", overrides=overrides))
+    out = tmp_path / "runs" / "t" / "full"
+    assert {"model.pt", "best.pt", "last.pt", "log.csv", "metrics.json"} <= {p.name for p in out.iterdir()}
+    assert summary["val_images"] == 2 and summary["weights"] == "best.pt"
+    assert 0.0 <= summary["miou"] <= 1.0 and set(summary["per_class_iou"]) == {"0", "1"}

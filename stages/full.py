@@ -1,0 +1,104 @@
+"""Fully supervised training + evaluation on a standard data set (Cityscapes, BDD100K, ADE20K, CamVid, VOC, folder).
+
+    summary = run(load_config("configs/full_camvid.yaml", overrides=["train.iterations=200"]))
+    # CLI: coarse2fine full --config configs/full_camvid.yaml [--set key=value ...]
+
+Writes to <run.root>/<run.name>/full/: last.pt (resumable: rerunning continues), best.pt (best val `full.best_metric`
+during training, on the first `full.val_max_images` val images), model.pt, log.csv, and metrics.json: the final
+evaluation of best.pt (or model.pt when no validation ran) on the whole val split with the test-time options
+(`full.eval_scales`, `full.eval_flip`, `full.eval_window`/`eval_stride`), scored at the original mask resolution.
+
+Images are resized by `full.input_scale` before cropping (training) and before inference (evaluation); predictions
+are upsampled back, so the score is always at full resolution. `full.num_workers > 1` or `full.use_gpu` trains with
+Ray Train (pipeline.distributed) on the Ray cluster of `ray_session(cfg.ray)`.
+"""
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.config import Config
+from pipeline.datasets import SegPairs, open_dataset
+from pipeline.engine import resolve_device, train_model
+from pipeline.inference import evaluate
+from pipeline.io import write_json
+from pipeline.models import build_model
+from pipeline.parallel import ray_session
+from pipeline.transforms import TrainTransform
+
+
+def make_model(cfg: Config, num_classes: int) -> nn.Module:
+    torch.manual_seed(cfg.run.seed)  # same initial head weights for the same seed
+    return build_model(cfg.model, num_classes)
+
+
+def make_train_set(cfg: Config, mean: tuple, std: tuple) -> SegPairs:
+    t = cfg.train
+    transform = TrainTransform(t.crop, t.scale_range, t.flip, t.jitter, mean, std)
+    return open_dataset(cfg.full, cfg.full.train_split).with_transform(transform)
+
+
+def score(model: nn.Module, pairs: SegPairs, cfg: Config, device: str, test_time: bool) -> dict:
+    """Evaluate at full resolution; `test_time` adds the configured scales/flip/sliding window."""
+    f = cfg.full
+    options = dict(scales=f.eval_scales, flip=f.eval_flip, window=f.eval_window, stride=f.eval_stride) \
+        if test_time else {}
+    return evaluate(model, pairs.eval_pairs(), pairs.num_classes, pairs.class_names, device=device,
+                    input_scale=f.input_scale, **options)
+
+
+def make_val_fn(cfg: Config, device: str):
+    val = open_dataset(cfg.full, cfg.full.val_split).subset(cfg.full.val_max_images)
+    return partial(score, pairs=val, cfg=cfg, device=device, test_time=False)
+
+
+def run(cfg: Config) -> dict:
+    """Train cfg.model on cfg.full's data set with cfg.train, evaluate on its val split; returns the summary."""
+    out_dir = Path(cfg.run.root) / cfg.run.name / "full"
+    train_set = open_dataset(cfg.full, cfg.full.train_split)  # fail early on a wrong layout
+    val_set = open_dataset(cfg.full, cfg.full.val_split)
+    num_classes = train_set.num_classes
+    device = str(resolve_device("cuda" if cfg.full.use_gpu else "auto"))
+    start = time.time()
+    if cfg.full.num_workers > 1 or cfg.full.use_gpu:
+        from pipeline.distributed import train_distributed
+
+        probe = make_model(cfg, num_classes)
+        mean, std = probe.mean, probe.std
+        del probe
+        with ray_session(cfg.ray):
+            weights = train_distributed(
+                partial(make_model, cfg, num_classes), partial(make_train_set, cfg, mean, std), cfg.train, out_dir,
+                seed=cfg.run.seed, num_workers=cfg.full.num_workers, use_gpu=cfg.full.use_gpu,
+                make_val_fn=partial(make_val_fn, cfg, "cpu") if cfg.full.val_during_training else None,
+                best_metric=cfg.full.best_metric)
+    else:
+        model = make_model(cfg, num_classes)
+        val_fn = make_val_fn(cfg, device) if cfg.full.val_during_training else None
+        weights = train_model(model, make_train_set(cfg, model.mean, model.std), cfg.train, out_dir,
+                              seed=cfg.run.seed, device=device, val_fn=val_fn, best_metric=cfg.full.best_metric)
+    train_s = time.time() - start
+
+    model = make_model(cfg, num_classes).to(device)
+    best = out_dir / "best.pt"
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["model"])
+        evaluated = "best.pt"
+    else:
+        model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+        evaluated = "model.pt"
+    model.eval()
+    scores = score(model, val_set, cfg, device, test_time=True)
+    scores.pop("confusion")
+    summary = {"dataset": cfg.full.dataset, "val_images": len(val_set), "train_images": len(train_set),
+               "weights": evaluated, "train_seconds": round(train_s, 1), "iterations": cfg.train.iterations,
+               "miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "per_class_iou": scores["per_class_iou"],
+               "model": {"backbone": cfg.model.backbone, "srm": cfg.model.srm, "crm": cfg.model.crm}}
+    write_json(out_dir / "metrics.json", summary)
+    print(f"{cfg.full.dataset} val mIoU {100 * summary['miou']:.1f}  pixel acc {100 * summary['pixel_acc']:.1f} "
+          f"({evaluated}, {len(val_set)} images)")
+    return summary
