@@ -1,0 +1,94 @@
+"""CamVid under a fixed CPU time budget: the `lite` network with SRM+CRM on vs both off, same seed and budget.
+
+    nice -n 5 .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant on --minutes 20
+    nice -n 5 .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant off --minutes 20
+
+Setting (configs/full_camvid.yaml with CPU overrides, close to ANCHORS.md's reference runs): images at
+`--input-scale` of 360x480, crops `--crop`, random scale 0.75-1.5, flip, batch `--batch`, AdamW lr 1e-3 wd 1e-4,
+poly 0.9, seed 0; evaluated on all 101 val images at the same input scale with logits upsampled to 360x480, 11 is
+ignored. The poly schedule needs its length up front, so the script first times `--probe` training steps of the
+variant and sets iterations = budget / seconds-per-step; the printed JSON gives the iterations, the real training
+time and the val scores. The time per step depends on the machine's load at probe time (shared CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import load_config
+from pipeline.engine import build_optimizer
+from pipeline.models.losses import SegLoss
+from stages.full import make_model, make_train_set
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
+
+
+def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
+    on = args.variant == "on"
+    return [f"full.root={args.root}", f"run.root={args.out}", f"run.name=camvid_{args.variant}_s{args.seed}",
+            f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
+            f"full.input_scale={args.input_scale}", f"train.crop=[{args.crop[0]},{args.crop[1]}]",
+            "train.scale_range=[0.75,1.5]", f"train.batch_size={args.batch}", "train.optimizer=adamw",
+            "train.lr=0.001", "train.weight_decay=0.0001", "train.backbone_lr_mult=1.0",
+            f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
+            f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
+            "train.num_workers=0", f"train.threads={args.threads}", "full.val_during_training=false"]
+
+
+def seconds_per_step(args: argparse.Namespace) -> float:
+    """Time `args.probe` optimiser steps (after one warm-up step) of this variant on real training batches."""
+    cfg = load_config(CONFIG, overrides=overrides(args, 100))
+    torch.set_num_threads(args.threads)
+    model = make_model(cfg, 11).train()
+    data = make_train_set(cfg, model.mean, model.std)
+    opt = build_optimizer(model, cfg.train)
+    loss_fn = SegLoss(cfg.train.aux_weight, False, 0.7, 1)
+    rng = np.random.default_rng(0)
+    times = []
+    for step in range(args.probe + 1):
+        start = time.time()
+        batch = [data.get(int(i), rng) for i in rng.integers(0, len(data), args.batch)]
+        x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        if step > 0:
+            times.append(time.time() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="CamVid folder (SegNet layout)")
+    p.add_argument("--variant", choices=("on", "off"), required=True, help="SRM+CRM on, or both off")
+    p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    p.add_argument("--seed", type=int, default=0, help="run.seed")
+    p.add_argument("--input-scale", type=float, default=0.5, help="resize factor of the 360x480 images")
+    p.add_argument("--crop", type=int, nargs=2, default=(160, 224), help="training crop h w")
+    p.add_argument("--batch", type=int, default=4, help="images per step")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--probe", type=int, default=3, help="timed steps used to size the schedule")
+    p.add_argument("--out", default="runs/bench", help="run.root")
+    args = p.parse_args()
+
+    from stages.full import run
+
+    sec = seconds_per_step(args)
+    iterations = max(1, int(args.minutes * 60 / sec))
+    print(f"variant {args.variant}: {sec:.2f} s/step -> {iterations} iterations in {args.minutes} min", flush=True)
+    cfg = load_config(CONFIG, overrides=overrides(args, iterations))
+    start = time.time()
+    summary = run(cfg)
+    summary.update(variant=args.variant, seconds_per_step_probe=round(sec, 3), total_seconds=round(time.time() - start),
+                   budget_minutes=args.minutes, input_scale=args.input_scale, crop=list(args.crop), batch=args.batch)
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
+    print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
+
+
+if __name__ == "__main__":
+    main()
