@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from pipeline.models.efficientnet_lite import LITE0_STAGE_CHANNELS, EfficientNetLite0, load_lite0_imagenet
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small tensors gain nothing from 2 threads, and on the shared 2-core machine 2 threads ran ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _normalised(img, mean, std, size):
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -193,7 +202,7 @@ def test_full_model_overfits_four_images():
     x = (images - torch.tensor(model.mean)[:, None, None]) / torch.tensor(model.std)[:, None, None]
     loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=100)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(80):
+    for _ in range(60):  # measured: eval mIoU 0.87 at 30 steps, 0.93 at 40, 0.96 at 50 and 60
         opt.zero_grad()
         loss_fn(model(x), masks).backward()
         opt.step()
