@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/model_speed.py --device cuda --batch 8       # GPU: bf16 autocast, channels_last
 
 Each setting runs `--warmup` untimed steps, then `--iters` timed steps (forward, SegLoss with the aux head,
-backward, on random data); the reported time is the median step divided by the batch size, and the minimum is
-printed too (on a shared CPU the minimum is the better estimate of the uncontended cost). On CUDA the timing is
+backward, on random data), the four settings taking turns step by step; the reported time is the median step divided by the batch size, and the minimum is
+printed too. On CPU the median process CPU time per image is printed as well: on a shared machine wall time
+mostly measures the other processes, CPU time (best with --threads 1) measures the network. On CUDA the timing is
 synchronised and images/s is printed. The networks use pretrained="none" (weights do not change the speed).
 """
 from __future__ import annotations
@@ -26,29 +27,32 @@ VARIANTS = {"lite": ModelConfig(backbone="lite0", width=96), "r50": ModelConfig(
             "r101": ModelConfig(backbone="resnet101", width=256)}
 
 
-def time_setting(cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> list[float]:
-    torch.manual_seed(0)
-    model = build_model(cfg, num_classes=19).to(device).train()
-    x = torch.randn(args.batch, 3, *args.size, device=device)
-    y = torch.randint(0, 19, (args.batch, *args.size), device=device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=10_000)
-    times = []
-    for step in range(args.warmup + args.iters):
-        model.zero_grad(set_to_none=True)
+class Setting:
+    """One network on random data; `step()` times one forward+backward: (wall, CPU) seconds per image."""
+
+    def __init__(self, cfg: ModelConfig, args: argparse.Namespace, device: torch.device):
+        torch.manual_seed(0)
+        self.device = device
+        self.batch = args.batch
+        self.model = build_model(cfg, num_classes=19).to(device).train()
+        self.x = torch.randn(args.batch, 3, *args.size, device=device)
+        self.y = torch.randint(0, 19, (args.batch, *args.size), device=device)
         if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=10_000)
+
+    def step(self) -> tuple[float, float]:
+        self.model.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(model(x), y)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = self.loss_fn(self.model(self.x), self.y)
         loss.backward()
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append((time.perf_counter() - start) / args.batch)
-    return times
+        return (time.perf_counter() - start) / self.batch, (time.process_time() - cpu_start) / self.batch
 
 
 def main() -> None:
@@ -69,19 +73,29 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{args.variant} forward+backward, {args.size[0]}x{args.size[1]}, batch {args.batch}, {where}"
           + (", bf16 autocast, channels_last" if device.type == "cuda" else ""))
-    results = {}
-    for name, srm, crm in SETTINGS:
-        cfg = replace(VARIANTS[args.variant], pretrained="none", srm=srm, srm_mask=srm, crm=crm)
-        results[name] = time_setting(cfg, args, device)
+    settings = {name: Setting(replace(VARIANTS[args.variant], pretrained="none", srm=srm, srm_mask=srm, crm=crm),
+                              args, device) for name, srm, crm in SETTINGS}
+    results = {name: [] for name in settings}
+    cpu_results = {name: [] for name in settings}
+    for step in range(args.warmup + args.iters):  # round-robin, so load from other processes hits all settings alike
+        for name, setting in settings.items():
+            seconds, cpu_seconds = setting.step()
+            if step >= args.warmup:
+                results[name].append(seconds)
+                cpu_results[name].append(cpu_seconds)
     base_median = statistics.median(results["plain"])
     base_min = min(results["plain"])
+    base_cpu = statistics.median(cpu_results["plain"])
     print(f"{'setting':8s} {'median s/img':>13s} {'min s/img':>10s} {'ratio(median)':>14s} {'ratio(min)':>11s}"
-          + (f" {'images/s':>9s}" if device.type == "cuda" else ""))
+          + (f" {'images/s':>9s}" if device.type == "cuda" else f" {'CPU s/img':>10s} {'ratio(CPU)':>11s}"))
     for name, times in results.items():
         med, low = statistics.median(times), min(times)
         line = f"{name:8s} {med:13.4f} {low:10.4f} {med / base_median:14.3f} {low / base_min:11.3f}"
         if device.type == "cuda":
             line += f" {1.0 / med:9.1f}"
+        else:
+            cpu = statistics.median(cpu_results[name])
+            line += f" {cpu:10.4f} {cpu / base_cpu:11.3f}"
         print(line)
 
 
