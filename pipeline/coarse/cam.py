@@ -1,0 +1,143 @@
+"""Class activation maps (Zhou et al. 2016) of an EfficientNet-Lite0 classifier fine-tuned on the image-level labels.
+
+    cam = class_activation_map(head_map, weight)            # [1280, h, w], [1280] -> [h, w], max-normalised, >= 0
+    for record, prob in cam_maps(records, num_classes, dst, cfg.coarse, max_pixels, seed): ...
+
+Fine-tuning (`coarse.cam_epochs` epochs, when the records hold >= 2 distinct labels): the ImageNet backbone up to
+its last block is frozen and its stride-32 features are extracted once; the 1x1 head conv (320 -> 1280, ImageNet
+init, BN kept in eval mode) and a new linear classifier over the foreground classes are trained with cross-entropy
+(AdamW, head lr HEAD_LR, classifier lr FC_LR, batch BATCH, weight decay WEIGHT_DECAY, dropout 0.2). Because the
+head is 1x1 and pooling global, flips add nothing and no augmentation is used. Class-agnostic data (one label) or
+`cam_epochs: 0` use the ImageNet classifier instead: the CAM of each image's top-1 ImageNet class.
+
+Assumptions (the paper leaves them open): training only the head keeps fine-tuning cheap on CPU (features once,
+then a few hundred 1x1-conv steps) and cannot destroy the pretrained localisation of the trunk; CAMs are
+ReLU'd and divided by their maximum, and CAM_DECISION (0.3 of the maximum, the usual CAM box threshold) maps to
+probability 0.5, linearly on each side. The classifier is kept in `dst/_cam/classifier.pt` with a key of the
+training set, so a resumed run reuses it; features are recomputed (cheap next to training).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import CoarseConfig
+from pipeline.io import atomic_write_bytes, read_image
+from pipeline.stage import Record, pending
+
+from .features import image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
+
+CAM_DECISION = 0.3  # CAM / max(CAM) at which a pixel is as likely object as not
+HEAD_LR = 1e-4  # pretrained 1x1 head conv: small steps
+FC_LR = 3e-3  # new classifier: learns from scratch
+BATCH = 16  # images per step
+WEIGHT_DECAY = 1e-4  # AdamW decay on both
+
+
+def class_activation_map(head_map: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """CAM [h, w] = ReLU(sum_k w_k f_k), divided by its maximum (all-zero stays zero)."""
+    cam = F.relu(torch.einsum("khw,k->hw", head_map.float(), weight.float()))
+    return cam / cam.max().clamp_min(1e-6)
+
+
+class CamHead(nn.Module):
+    """1x1 head conv + BN + ReLU6 from the ImageNet model, global pooling, dropout and a classifier."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.conv = backbone._conv_head
+        self.bn = backbone._bn1
+        self.dropout = nn.Dropout(0.2)  # the backbone's own classifier dropout
+        self.fc = nn.Linear(self.conv.out_channels, num_classes)
+
+    def head_map(self, c32: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self.bn(self.conv(c32)))
+
+    def forward(self, c32: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.head_map(c32).mean(dim=(2, 3))))
+
+
+def _train_key(records: Sequence[Record], cfg: CoarseConfig, seed: int) -> str:
+    text = "\n".join(f"{r.stem}:{r.label}" for r in records) + f"|{cfg.cam_epochs}|{cfg.image_side}|{seed}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fine_tune(head: CamHead, feats: list[torch.Tensor], targets: list[int], epochs: int, seed: int) -> list[float]:
+    """Train `head` on per-image stride-32 features (one image per step group); returns mean loss per epoch."""
+    for p in head.parameters():
+        p.requires_grad_(True)
+    for p in head.bn.parameters():
+        p.requires_grad_(False)
+    optimiser = torch.optim.AdamW([{"params": head.conv.parameters(), "lr": HEAD_LR},
+                                   {"params": head.fc.parameters(), "lr": FC_LR}], weight_decay=WEIGHT_DECAY)
+    generator = torch.Generator().manual_seed(seed)
+    head.train()
+    head.bn.eval()  # ImageNet statistics: batches of differently sized images, and few of them
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(feats), generator=generator).tolist()
+        total = 0.0
+        for start in range(0, len(order), BATCH):
+            batch = order[start:start + BATCH]
+            # Images differ in size: pool each image's logits separately, then one loss over the batch.
+            logits = torch.cat([head(feats[i]) for i in batch])
+            loss = F.cross_entropy(logits, torch.tensor([targets[i] for i in batch], device=logits.device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss) * len(batch)
+        losses.append(total / len(feats))
+    head.eval()
+    return losses
+
+
+def cam_maps(records: Sequence[Record], num_classes: int, dst: Path, cfg: CoarseConfig, max_pixels: int,
+             seed: int) -> Iterator[tuple[Record, np.ndarray]]:
+    """Yield (record, foreground probability [H, W]) for every record still pending in `dst`."""
+    torch.manual_seed(seed)
+    device = pick_device()
+    backbone = load_backbone(device)
+    todo = pending(records, dst)
+    if not todo:
+        return
+    labels = sorted({r.label for r in records})
+    imagenet_mode = cfg.cam_epochs == 0 or len(labels) < 2
+    need = todo if imagenet_mode else records
+    feats: dict[str, torch.Tensor] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    with torch.no_grad():
+        for r in need:
+            image = read_image(r.image, max_pixels)
+            sizes[r.stem] = image.shape[:2]
+            feats[r.stem] = backbone.forward_features(image_to_tensor(image, cfg.image_side, backbone).to(device))[-1]
+    head = CamHead(backbone, num_classes - 1).to(device)
+    if imagenet_mode:
+        head.fc = backbone._fc
+    else:
+        cache, key = dst / "_cam" / "classifier.pt", _train_key(records, cfg, seed)
+        state = torch.load(cache, map_location=device, weights_only=True) if cache.is_file() else None
+        if state is not None and state.get("key") == key:
+            head.load_state_dict(state["head"])
+        else:
+            fine_tune(head, [feats[r.stem] for r in records], [r.label - 1 for r in records], cfg.cam_epochs, seed)
+            buf = io.BytesIO()
+            torch.save({"key": key, "head": head.state_dict()}, buf)
+            atomic_write_bytes(cache, buf.getvalue())
+    head.eval()
+    with torch.no_grad():
+        for r in todo:
+            head_map = head.head_map(feats[r.stem])[0]
+            if imagenet_mode:
+                cls = int(head.fc(head_map.mean(dim=(1, 2)))[None].argmax())
+            else:
+                cls = r.label - 1
+            cam = class_activation_map(head_map, head.fc.weight[cls]).cpu().numpy()
+            h, w = sizes[r.stem]
+            yield r, piecewise_probability(upsample_to(cam, h, w), CAM_DECISION)
