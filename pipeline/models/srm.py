@@ -13,7 +13,8 @@ below are the well-founded choices made here):
    offsets in its k x k neighbourhood (edge-replicated at the borders). `use_mask=False` uses the raw offsets.
 3. Offsets are in pixels of the high-resolution grid. The low-resolution features are sampled with
    `grid_sample(bilinear, align_corners=False, padding_mode="border")` at (pixel centre + offset). With a zero
-   offset this is exactly `F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)`.
+   offset this is exactly `F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)`. Sampling runs
+   in float32 even under bf16 autocast (bf16 coordinates would be off by up to ~1/256 of the image width).
 4. The offset conv starts at zero weight and bias, so an untrained SRM equals bilinear upsampling. The mask conv
    has the default init (any convex combination of zero offsets is zero). At the first step only the offset conv
    gets a gradient; the mask conv starts learning once offsets are non-zero.
@@ -37,9 +38,11 @@ def pixel_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
 def warp(low: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Sample `low` [B,C,h,w] at the high-res pixel centres shifted by `offset` [B,2,H,W] (pixels, x then y)."""
     height, width = offset.shape[-2:]
+    offset = offset.float()  # in bf16 the normalised coordinates would be off by up to ~1/256 of the image width
     scale = torch.tensor((2.0 / width, 2.0 / height), device=offset.device, dtype=offset.dtype)
     grid = pixel_grid(height, width, offset) + offset.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(low, grid.to(low.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(low.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.to(low.dtype)
 
 
 def convex_combine(offset: torch.Tensor, mask_logits: torch.Tensor, kernel: int) -> torch.Tensor:
