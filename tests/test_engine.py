@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,7 +175,8 @@ def test_full_stage_trains_and_evaluates_a_folder_dataset(tmp_path):
                  "full.folder_classes=2", "model.pretrained=none", "model.width=16", "train.iterations=2",
                  "train.batch_size=2", "train.crop=[32,32]", "train.checkpoint_every=2", "train.threads=1",
                  "full.eval_flip=true", "full.eval_window=24", "full.eval_stride=16"]
-    summary = run(load_config("configs/full_camvid.yaml", overrides=overrides))
+    config = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
+    summary = run(load_config(config, overrides=overrides))
     out = tmp_path / "runs" / "t" / "full"
     assert {"model.pt", "best.pt", "last.pt", "log.csv", "metrics.json"} <= {p.name for p in out.iterdir()}
     assert summary["val_images"] == 2 and summary["weights"] == "best.pt"
