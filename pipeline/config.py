@@ -81,7 +81,7 @@ class CoarseConfig:
     ddt_groups: str = field(default="label", metadata=_choices("label", "image"))  # ddt: statistics per label group or per image
     fg_threshold: float = field(default=0.6, metadata=_range(0.0, 1.0))  # p >= this -> the image's class
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
-    cam_epochs: int = field(default=4, metadata=_range(0, 1000))  # cam: classifier fine-tuning epochs
+    cam_epochs: int = field(default=10, metadata=_range(0, 1000))  # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
     saliency_segments: int = field(default=200, metadata=_range(10, 5000))  # saliency: SLIC superpixels
 
 

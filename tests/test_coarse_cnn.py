@@ -102,3 +102,26 @@ def test_stage_ddt_resume_is_deterministic(tmp_path, ray_cluster):
         mask = load_mask(dst / f"{r.stem}.png")
         assert set(np.unique(mask).tolist()) <= {0, 1, 255}
         assert foreground_jaccard(mask == 1, masks[r.stem], valid=mask != 255) > 0.5
+
+
+@pytest.mark.slow
+def test_fine_tuned_cam_localises_each_class(tmp_path):
+    torch.set_num_threads(2)
+    cats, cat_masks = pasted_cats(tmp_path)
+    rng = np.random.default_rng(1)
+    cup = resize(skdata.coffee()[20:380, 40:520], (64, 80), anti_aliasing=True)
+    records, masks = [cats[0], cats[1]], {s: cat_masks[s] for s in ("cat0", "cat1")}
+    for i, name in enumerate(TEXTURES[2:]):  # coffee cups on the other two textures
+        image = np.stack([resize(getattr(skdata, name)(), (128, 160), anti_aliasing=True)] * 3, -1) * 0.8
+        y, x = int(rng.integers(0, 64)), int(rng.integers(0, 80))
+        image[y:y + 64, x:x + 80] = cup
+        save_image(tmp_path / f"cup{i}.png", (image * 255).astype(np.uint8))
+        records.append(Record(f"cup{i}", tmp_path / f"cup{i}.png", 2))
+        masks[f"cup{i}"] = np.zeros((128, 160), bool)
+        masks[f"cup{i}"][y:y + 64, x:x + 80] = True
+    cfg = load_config(overrides=["coarse.image_side=224", "coarse.cam_epochs=15"]).coarse
+    maps = dict((r.stem, p) for r, p in cam_maps(records, 3, tmp_path / "cam", cfg, 10**8, seed=0))
+    assert (tmp_path / "cam" / "_cam" / "classifier.pt").is_file()
+    for stem, mask in masks.items():
+        assert maps[stem][mask].mean() > maps[stem][~mask].mean() + 0.2, stem
+        assert foreground_jaccard(maps[stem] >= 0.5, mask) > 0.4, stem

@@ -92,7 +92,7 @@ def fine_tune(head: CamHead, feats: list[torch.Tensor], targets: list[int], epoc
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         losses.append(total / len(feats))
     head.eval()
     return losses
