@@ -77,14 +77,15 @@ def saliency_one(job: CoarseJob) -> dict:
 
 def fuse_one(job: CoarseJob) -> dict:
     """Per-image task: geometric mean of the parts' foreground probabilities into `job.dst`."""
-    logs = []
+    from pipeline.coarse.fusion import geometric_mean
+
+    maps = []
     for part in job.parts:
         path = Path(part) / f"{job.stem}.npz"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: fusion part missing for image {job.image}")
-        probs, _ = load_probs(path)
-        logs.append(np.log(np.clip(probs[1], 1e-3, 1.0)))
-    prob = np.exp(np.mean(logs, axis=0))
+        maps.append(load_probs(path)[0][1])
+    prob = geometric_mean(maps)
     mask = write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse)
     return _mask_stats(job.stem, mask)
 

@@ -120,3 +120,14 @@ def test_stage_rejects_bad_label(tmp_path):
                        run_dir=tmp_path)
     with pytest.raises(ValueError, match="label 7"):
         coarse_stage.run(bad, None, tmp_path / "bad")
+
+
+def test_geometric_mean_hand_computed():
+    from pipeline.coarse.fusion import geometric_mean
+
+    a = np.array([[0.81, 0.0, 1.0]])
+    b = np.array([[0.25, 1.0, 1.0]])
+    # sqrt(0.81 * 0.25) = 0.45; a hard 0 is floored at 1e-3: sqrt(1e-3 * 1) = 0.0316
+    np.testing.assert_allclose(geometric_mean([a, b]), [[0.45, 0.001**0.5, 1.0]], rtol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        geometric_mean([a, np.ones((2, 2))])
