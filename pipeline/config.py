@@ -91,7 +91,7 @@ class CRFConfig:
     iterations: int = field(default=10, metadata=_range(1, 100))  # mean-field iterations
     gauss_sxy: float = field(default=3.0, metadata=_range(0.1))  # smoothness kernel width (px)
     gauss_compat: float = field(default=3.0, metadata=_range(0.0))  # smoothness kernel weight
-    bilateral_sxy: float = field(default=60.0, metadata=_range(0.1))  # appearance kernel spatial width (px)
+    bilateral_sxy: float = field(default=80.0, metadata=_range(0.1))  # appearance kernel width (px); 80: best on real data, benchmarks/crf_real.py
     bilateral_srgb: float = field(default=13.0, metadata=_range(0.1))  # appearance kernel colour width (0-255)
     bilateral_compat: float = field(default=10.0, metadata=_range(0.0))  # appearance kernel weight
     gt_prob: float = field(default=0.7, metadata=_range(0.5, 1.0))  # confidence of a hard label when no soft map
