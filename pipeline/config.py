@@ -54,7 +54,6 @@ class DataConfig:
     gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255))  # -1: GT holds class ids; else this value = the image's class
     gt_ignore_values: tuple[int, ...] = (255,)  # GT values that are not scored
     class_agnostic: bool = False  # one foreground class, labels ignored (GrabCut-style)
-    max_side: int = field(default=0, metadata=_range(0))  # downscale images whose long side exceeds this; 0 = never
     max_pixels: int = field(default=40_000_000, metadata=_range(1))  # refuse larger images (memory guard)
     on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))  # skip: list it in the run report
     demo_images: int = field(default=60, metadata=_range(6, 10_000))  # demo: number of training images
