@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -214,7 +215,9 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: e.g. timestamp 2024-02-30
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:
         return {}
@@ -250,12 +253,14 @@ def _apply_override(raw: dict, item: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or an empty section (`train:` in YAML)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
     try:
         node[parts[-1]] = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError, RecursionError) as err:
         raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
 
 
@@ -264,9 +269,14 @@ def build(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+        what = f"config key '{where}'" if where else "config"
+        raise ConfigError(f"{what}: expected a mapping (a section of keys), got {type(raw).__name__} {raw!r:.60}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {f'{where}.' if where else ''}{key!r}: keys must be names (strings), "
+                              f"got {type(key).__name__}")
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
@@ -314,7 +324,10 @@ def _scalar(value: Any, hint: Any, path: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{path}': {value!r} is not a finite number")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -8,12 +8,14 @@ Formats:
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,16 +30,21 @@ class ImageError(ValueError):
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers only ever see the old file or the complete new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, f"{path}: cannot write ({err.strerror or err})") from err
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):  # e.g. ENOSPC: same errno (and subclass), message names the target
+            raise OSError(err.errno, f"{path}: cannot write ({err.strerror or err})") from err
         raise
 
 
@@ -46,7 +53,14 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a JSON file; a damaged one raises json.JSONDecodeError (a ValueError) whose message names the file."""
+    raw = Path(path).read_bytes()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise json.JSONDecodeError(f"{path}: not UTF-8 text ({err.reason})", "", 0) from None
+    except json.JSONDecodeError as err:
+        raise json.JSONDecodeError(f"{path}: not valid JSON ({err.msg})", err.doc, err.pos) from None
 
 
 def palette() -> list[int]:
@@ -79,10 +93,12 @@ def save_mask(path: str | Path, mask: np.ndarray) -> None:
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """Read a class-id mask (palette or 8-bit grey PNG) as uint8 [H, W]."""
+    """Read a class-id mask (palette, 8-bit grey, 1-bit or 16-bit grey PNG with values <= 255) as uint8 [H, W]."""
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode == "1":
+                return np.asarray(img, dtype=np.uint8)
             if img.mode not in ("P", "L"):
                 if img.mode in ("I", "I;16", "I;16B", "I;16L"):
                     arr = np.asarray(img)
@@ -91,31 +107,59 @@ def load_mask(path: str | Path) -> np.ndarray:
                     return arr.astype(np.uint8)
                 raise ImageError(f"{path}: mask must be a palette or grey PNG, got mode {img.mode}")
             return np.array(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, ImageError):
+            raise
         raise ImageError(f"{path}: cannot read mask ({err})") from None
 
 
+def image_size(path: str | Path, max_pixels: int = 40_000_000) -> tuple[int, int]:
+    """(height, width) of an image from its header only (no pixel decoding); raises ImageError when the file is
+    missing, empty, not an image or larger than `max_pixels` (data.max_pixels)."""
+    with _open_image(Path(path), max_pixels) as img:
+        return img.height, img.width
+
+
 def read_image(path: str | Path, max_pixels: int = 40_000_000) -> np.ndarray:
-    """Read any PIL-readable image as RGB uint8 [H, W, 3]; grey, RGBA and 16-bit inputs are converted."""
+    """Read any PIL-readable image as RGB uint8 [H, W, 3].
+
+    Grey and palette images are repeated/expanded to RGB; alpha is dropped (RGBA (r, g, b, a) -> (r, g, b)); 16-bit
+    grey maps 0..65535 linearly to 0..255 (v / 257, rounded), the same for every image.
+    """
     path = Path(path)
+    with _open_image(path, max_pixels) as img:
+        try:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img).astype(np.float64)
+                if img.mode == "I" and (arr.min(initial=0) < 0 or arr.max(initial=0) > 65535):
+                    raise ImageError(f"{path}: 32-bit integer image with values outside 0..65535 is not supported")
+                grey = np.rint(arr / 257.0).astype(np.uint8)
+                return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+        except ImageError:
+            raise
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"{path}: cannot decode image ({err})") from None
+
+
+@contextlib.contextmanager
+def _open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """Image.open with the checks every reader shares; errors name the file and the reason."""
     if not path.is_file():
         raise ImageError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: image file is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > max_pixels:
-                raise ImageError(f"{path}: {img.width}x{img.height} is larger than data.max_pixels={max_pixels}")
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img).astype(np.float64)
-                arr = (arr * 255.0 / max(arr.max(), 1.0)).astype(np.uint8)
-                return np.ascontiguousarray(np.stack([arr] * 3, axis=-1))
-            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
-    except ImageError:
-        raise
+        img = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: too many pixels for data.max_pixels={max_pixels} ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: cannot decode image ({err})") from None
+    with img:
+        if img.width * img.height > max_pixels:
+            raise ImageError(f"{path}: {img.width}x{img.height} is larger than data.max_pixels={max_pixels}")
+        yield img
 
 
 def save_image(path: str | Path, image: np.ndarray, fmt: str = "PNG", **kw: Any) -> None:
@@ -138,10 +182,15 @@ def save_probs(path: str | Path, probs: np.ndarray, class_ids: np.ndarray | list
 
 
 def load_probs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return (probs float32 [K, H, W] summing to ~1 over K, class_ids int32 [K])."""
-    with np.load(path, allow_pickle=False) as f:
-        probs = f["probs"].astype(np.float32) / 255.0
-        class_ids = f["class_ids"].astype(np.int32)
+    """Return (probs float32 [K, H, W] summing to ~1 over K, class_ids int32 [K]); ImageError names a bad file."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            probs = f["probs"].astype(np.float32) / 255.0
+            class_ids = f["class_ids"].astype(np.int32)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ImageError(f"{path}: cannot read soft map ({type(err).__name__}: {err})") from None
+    if probs.ndim != 3 or class_ids.shape != (probs.shape[0],):
+        raise ImageError(f"{path}: soft map {probs.shape} does not match class ids {class_ids.shape}")
     return probs, class_ids
 
 

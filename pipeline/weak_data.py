@@ -8,20 +8,24 @@
 Labels can instead come from the file name (`data.label_pattern`, a regex whose group 1 is the class name, e.g.
 COCO-MVal's `baseball bat03_000000123456.jpg`), or be dropped entirely (`data.class_agnostic`: one foreground class).
 Every problem raises `DatasetError` naming the file (and row) and the reason; with `data.on_bad_image: skip`, rows with
-a missing image, an unknown label or no label are skipped and listed in `WeakDataset.skipped` instead.
+a missing, empty, undecodable (header) or too large image, an unknown label or no label are skipped and listed in
+`WeakDataset.skipped` instead. Never skipped: malformed label files, duplicate image ids, and paths that are absolute
+or contain `..` (an output `<stem>.png` must stay inside its stage folder: stems never contain `/`).
+Hidden files (names starting with '.') in the image folder are ignored.
 """
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
 from .config import DataConfig
-from .io import IGNORE, load_mask, read_image
+from .io import IGNORE, ImageError, image_size, load_mask, read_image
 from .stage import Record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -71,14 +75,19 @@ def load_weak_dataset(cfg: DataConfig) -> WeakDataset:
 
     records: list[Record] = []
     seen: dict[str, str] = {}
-    image_root = image_dir.resolve()
     for rel, label, line in rows:
         where = f"{root / cfg.labels}:{line}" if line else str(image_dir / rel)
-        path = (image_dir / rel).resolve()
-        if not path.is_relative_to(image_root):
-            raise DatasetError(f"{where}: image path {rel!r} points outside {image_dir}")
-        if not path.is_file():
+        parts = PurePosixPath(rel).parts
+        if PurePosixPath(rel).is_absolute() or ".." in parts or "\0" in rel:
+            raise DatasetError(f"{where}: image path {rel!r} leaves {image_dir} (absolute paths, '..' and NUL are "
+                               "not allowed)")
+        if not (image_dir / rel).is_file():
             bad(f"{where}: image {image_dir / rel} not found")
+            continue
+        try:
+            image_size(image_dir / rel, cfg.max_pixels)
+        except ImageError as err:
+            bad(f"{where}: {err}")
             continue
         stem = _stem(rel)
         if stem in seen:
@@ -98,7 +107,7 @@ def load_weak_dataset(cfg: DataConfig) -> WeakDataset:
         records.append(Record(stem=stem, image=image_dir / rel, label=label_id, gt=gt if gt and gt.is_file() else None))
 
     if cfg.labels and not cfg.class_agnostic:
-        labelled = {Path(rel).as_posix() for rel, _, _ in rows}
+        labelled = {PurePosixPath(rel).as_posix() for rel, _, _ in rows}
         for p in _list_images(image_dir):
             rel = p.relative_to(image_dir).as_posix()
             if rel not in labelled:
@@ -108,11 +117,20 @@ def load_weak_dataset(cfg: DataConfig) -> WeakDataset:
     return WeakDataset(root=root, records=tuple(records), classes=classes, skipped=tuple(skipped))
 
 
-def load_ground_truth(record: Record, cfg: DataConfig) -> np.ndarray | None:
-    """Ground truth of one record as class ids (255 = not scored), or None when it has none."""
+def load_ground_truth(record: Record, cfg: DataConfig, num_classes: int | None = None) -> np.ndarray | None:
+    """Ground truth of one record as class ids (255 = not scored), or None when it has none.
+
+    Raises DatasetError naming the mask file when its size differs from the image's, or (given `num_classes`, with
+    `data.gt_foreground_value: -1`) when it holds values that are neither class ids nor `data.gt_ignore_values`.
+    """
     if record.gt is None:
         return None
     raw = load_mask(record.gt)
+    size = image_size(record.image)
+    if raw.shape != size:
+        raise DatasetError(f"{record.gt}: ground truth {raw.shape} does not match image {record.image} {size}")
+    if num_classes is not None and cfg.gt_foreground_value < 0:
+        _check_values(record.gt, raw, num_classes, tuple(cfg.gt_ignore_values), "data.gt_ignore_values")
     ignore = np.isin(raw, cfg.gt_ignore_values)
     if cfg.gt_foreground_value >= 0:
         mask = np.where(raw == cfg.gt_foreground_value, record.label, 0).astype(np.uint8)
@@ -129,8 +147,10 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
     (seed, sample counter) to `get`, so augmentation is reproducible (see pipeline.engine).
     """
 
-    def __init__(self, records: tuple[Record, ...] | list[Record], mask_dir: Path, transform, max_pixels: int):
+    def __init__(self, records: tuple[Record, ...] | list[Record], mask_dir: Path, transform, max_pixels: int,
+                 num_classes: int | None = None):
         self.records, self.mask_dir, self.transform, self.max_pixels = list(records), Path(mask_dir), transform, max_pixels
+        self.num_classes = num_classes  # given: a mask value >= num_classes (other than 255) raises DatasetError
 
     def __len__(self) -> int:
         return len(self.records)
@@ -142,6 +162,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         if mask.shape != image.shape[:2]:
             raise DatasetError(f"{self.mask_dir / record.stem}.png: mask {mask.shape} does not match image "
                                f"{record.image} {image.shape[:2]}")
+        if self.num_classes is not None:
+            _check_values(self.mask_dir / f"{record.stem}.png", mask, self.num_classes, (IGNORE,), "ignore")
         return image, mask
 
     def get(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,26 +172,48 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
         return self.transform(image, mask, rng)
 
 
+def _check_values(path: Path, mask: np.ndarray, num_classes: int, allowed: tuple[int, ...], what: str) -> None:
+    values = np.unique(mask)
+    wrong = values[(values >= num_classes) & ~np.isin(values, allowed)]
+    if len(wrong):
+        raise DatasetError(f"{path}: mask values {wrong.tolist()} are not class ids 0..{num_classes - 1} "
+                           f"(nor {what} {list(allowed)})")
+
+
 def _read_labels_csv(path: Path) -> list[tuple[str, str, int]]:
     if not path.is_file():
         raise DatasetError(f"{path}: labels file not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    rows: list[tuple[str, str, int]] = []
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    line = 1
+    try:
         header = next(reader, None)
         if header is None or [h.strip().lower() for h in header[:2]] != ["image", "label"]:
             raise DatasetError(f"{path}:1: expected the header 'image,label', got {header!r}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
             if not row or not "".join(row).strip():
                 continue
             if len(row) != 2 or not row[0].strip() or not row[1].strip():
                 raise DatasetError(f"{path}:{line}: expected 'image,label' (one label per image), got {row!r}")
             rows.append((row[0].strip(), row[1].strip(), line))
+    except csv.Error as err:
+        raise DatasetError(f"{path}:{line}: not valid CSV ({err})") from None
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """UTF-8 text (a leading BOM dropped); DatasetError names the file, line and byte of invalid UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+
+
 def _read_classes(path: Path) -> tuple[str, ...]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"{path}: class list is empty")
     if len(set(names)) != len(names):
@@ -180,16 +224,22 @@ def _read_classes(path: Path) -> tuple[str, ...]:
 
 
 def _list_images(image_dir: Path) -> list[Path]:
-    return sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(image_dir).parts))
 
 
 def _label_from_name(path: Path, cfg: DataConfig) -> str:
     if cfg.class_agnostic or not cfg.label_pattern:
         return ""
-    match = re.search(cfg.label_pattern, path.stem)
+    try:
+        match = re.search(cfg.label_pattern, path.stem)
+    except re.error as err:
+        raise DatasetError(f"data.label_pattern {cfg.label_pattern!r}: not a valid regular expression ({err})") from None
     if not match:
         raise DatasetError(f"{path}: file name does not match data.label_pattern {cfg.label_pattern!r}")
-    return match.group(1).strip()
+    if match.re.groups < 1:
+        raise DatasetError(f"data.label_pattern {cfg.label_pattern!r}: needs a group (...) capturing the class name")
+    return (match.group(1) or "").strip()
 
 
 def _stem(rel: str) -> str:
