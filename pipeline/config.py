@@ -63,6 +63,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # lite0: EfficientNet-Lite0 with offline ImageNet weights; resnet*: torchvision weights (downloaded when online)
     backbone: str = field(default="lite0", metadata=_choices("lite0", "resnet18", "resnet50", "resnet101"))
     pretrained: str = field(default="imagenet", metadata=_choices("imagenet", "none"))  # lite0 weights ship offline
     width: int = field(default=96, metadata=_range(8, 1024))  # decoder channels
@@ -75,6 +76,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CoarseConfig:
+    # saliency: weight-free superpixel saliency; ddt: co-localisation; cam: class activation maps; fusion: several
     method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "fusion"))
     fusion: tuple[str, ...] = ("ddt", "saliency")  # methods whose maps `fusion` combines (geometric mean)
     image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
@@ -109,10 +111,10 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before cropping
     flip: bool = True  # random horizontal flip
     jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))  # photometric jitter strength; 0 = off
-    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))
+    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))  # adamw: robust on short schedules
     lr: float = field(default=1e-3, metadata=_range(0.0))  # peak learning rate
     backbone_lr_mult: float = field(default=0.1, metadata=_range(0.0))  # pretrained backbone learns slower
-    weight_decay: float = field(default=1e-4, metadata=_range(0.0))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0))  # not applied to norms and biases
     momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))  # sgd only
     warmup_iters: int = field(default=20, metadata=_range(0))  # linear warm-up steps
     poly_power: float = field(default=0.9, metadata=_range(0.0))  # lr = peak * (1 - t/T)^power after warm-up
@@ -155,6 +157,7 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class FullConfig:
+    # which reader in pipeline/datasets/ opens `root` (each expects that data set's standard layout)
     dataset: str = field(default="camvid", metadata=_choices("cityscapes", "bdd100k", "ade20k", "camvid", "voc", "folder"))
     root: str = "data/camvid"  # data set folder in its standard layout (see pipeline/datasets/)
     train_split: str = "train"  # split folder name used for training

@@ -118,7 +118,7 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
 
 
 def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig) -> Any:
-    """Run `fn(*args)` as one Ray task holding a GPU if the cluster has one, else all the cluster's CPUs.
+    """Run `fn(*args)` as one Ray task holding a GPU if the cluster has one, else all CPUs of its largest node.
 
     Without Ray it simply calls `fn(*args)` here.
     """
@@ -126,10 +126,11 @@ def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig) -> Any:
         return fn(*args)
     import ray
 
-    resources = ray.cluster_resources()
-    if resources.get("GPU", 0) >= 1:
+    # One task cannot span nodes: ask for a GPU if any node has one, else the CPUs of the largest node.
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("GPU", 0) >= 1 for r in nodes):
         options: dict[str, Any] = dict(num_gpus=1, num_cpus=1)
     else:
-        options = dict(num_cpus=max(1, int(resources.get("CPU", 1))))
+        options = dict(num_cpus=max([1] + [int(r.get("CPU", 0)) for r in nodes]))
     ref = ray.remote(fn).options(max_retries=cfg.max_retries, **options).remote(*args)
     return ray.get(ref)

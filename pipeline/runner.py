@@ -1,0 +1,220 @@
+"""The weak-supervision run: coarse -> crf -> [train -> predict -> crf] x rounds, every stage scored.
+
+    scores = run_pipeline(load_config("configs/demo.yaml"))      # CLI: coarse2fine run --config configs/demo.yaml
+
+Run directory `<run.root>/<run.name>/`:
+    run.json                      resolved config, class list, image count, skipped inputs
+    coarse/  crf/                 per-image <stem>.npz + <stem>.png, manifest.json, DONE, scores.json
+    round<k>/train/               model.pt (+ last.pt, log.csv), manifest.json, DONE
+    round<k>/predict/  round<k>/crf/
+    scores.json                   one row per scored stage (the table printed at the end)
+
+Each stage's `manifest.json` records a hash chained from its inputs: the hash of the upstream stage plus the config
+keys the stage reads (`STAGE_KEYS`). A stage is skipped when its DONE marker exists and its hash matches; a folder
+with a different hash (changed config upstream or here) is deleted and recomputed, and so is everything after it,
+because their hashes change too. DONE is written last, after the stage returned, so a killed run never counts a
+half-written stage as finished; inside a stage, images whose `.png` exists are not redone (per-image resume).
+`start_from` deletes the named stage and everything after it first (`--from crf`, `--from round2`, ...).
+
+Rounds stop early when the share of pixels whose pseudo-label changed from the previous round falls below
+`rounds.min_change` (the change is recorded in scores.json, so a rerun stops at the same round).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from stages import coarse, crf, evaluate, predict, train
+
+from .config import Config, ConfigError
+from .demo_data import ensure_demo
+from .io import IGNORE, atomic_write_bytes, load_mask, read_json, write_json
+from .parallel import ray_session
+from .stage import StageContext
+from .weak_data import load_weak_dataset
+
+SCORING_KEYS = ("masks", "gt_foreground_value", "gt_ignore_values")  # data keys that change scores, not outputs
+
+
+def _data_keys(cfg: Config) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in SCORING_KEYS}
+
+
+STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
+    "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
+    "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},
+    "train": lambda c: {"model": dataclasses.asdict(c.model), "train": dataclasses.asdict(c.train),
+                        "warm_start": c.rounds.warm_start, "seed": c.run.seed},
+    "predict": lambda c: {k: getattr(c.rounds, k) for k in
+                          ("scales", "flip", "confidence", "other_classes", "other_classes_from_round")},
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # folder below the run directory, also the stage's name in tables: "crf", "round2/predict"
+    stage: ModuleType  # the module in stages/ whose run() computes it
+    kind: str  # key of STAGE_KEYS
+    src: str | None  # folder of the input stage
+    round: int  # 0 before the rounds
+    scored: bool  # produces per-image soft maps to score
+
+
+def plan(cfg: Config) -> list[Step]:
+    """Every step of the run in order."""
+    steps = [Step("coarse", coarse, "coarse", None, 0, True), Step("crf", crf, "crf", "coarse", 0, True)]
+    previous = "crf"
+    for k in range(1, cfg.rounds.count + 1):
+        r = f"round{k}"
+        steps += [Step(f"{r}/train", train, "train", previous, k, False),
+                  Step(f"{r}/predict", predict, "predict", f"{r}/train", k, True),
+                  Step(f"{r}/crf", crf, "crf", f"{r}/predict", k, True)]
+        previous = f"{r}/crf"
+    return steps
+
+
+def step_hashes(cfg: Config, steps: list[Step]) -> dict[str, str]:
+    """Hash of every step: its kind, its config keys and its input's hash."""
+    hashes: dict[str, str] = {}
+    for s in steps:
+        blob = json.dumps({"step": s.name, "keys": STAGE_KEYS[s.kind](cfg), "input": hashes.get(s.src or "")},
+                          sort_keys=True, default=list)
+        hashes[s.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashes
+
+
+def resolve_from(name: str, steps: list[Step]) -> int:
+    """Index of the step `--from NAME` names: a step name, `roundK` (its train step), `train`/`predict` (round 1)."""
+    aliases = {"train": "round1/train", "predict": "round1/predict"}
+    name = aliases.get(name, name)
+    if name.startswith("round") and "/" not in name:
+        name += "/train"
+    for i, s in enumerate(steps):
+        if s.name == name:
+            return i
+    raise ConfigError(f"--from {name!r}: no such stage (choose from {', '.join(s.name for s in steps)})")
+
+
+def _remove(path: Path) -> None:
+    """Delete a stage folder: rename first (atomic), so a crash mid-delete never leaves a half folder in place."""
+    if path.exists():
+        trash = path.with_name(f".{path.name}.deleting")
+        shutil.rmtree(trash, ignore_errors=True)
+        path.rename(trash)
+        shutil.rmtree(trash)
+
+
+def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
+    """Run one step unless it is done with the same hash; returns (its summary, whether it was already done)."""
+    dst = ctx.run_dir / step.name
+    manifest_path = dst / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.is_file() else {}
+    if (dst / "DONE").is_file() and manifest.get("hash") == digest:
+        return manifest.get("summary", {}), True
+    if dst.exists() and manifest.get("hash") != digest:
+        _remove(dst)  # made with other inputs or settings (or never started properly)
+    dst.mkdir(parents=True, exist_ok=True)
+    manifest = {"stage": step.name, "hash": digest, "input": step.src, "round": step.round,
+                "config": STAGE_KEYS[step.kind](ctx.cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(manifest_path, manifest)
+    print(f"[{step.name}] running", file=sys.stderr, flush=True)
+    src = ctx.run_dir / step.src if step.src else None
+    summary = step.stage.run(dataclasses.replace(ctx, round=step.round), src, dst)
+    write_json(manifest_path, {**manifest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary})
+    atomic_write_bytes(dst / "DONE", f"{digest}\n".encode())  # last: the stage is complete
+    return summary, False
+
+
+def score_step(step: Step, ctx: StageContext, digest: str) -> dict:
+    """The step's scores, reused from its scores.json when made for the same outputs and scoring keys."""
+    dst = ctx.run_dir / step.name
+    key = hashlib.sha256(json.dumps([digest, [getattr(ctx.cfg.data, k) for k in SCORING_KEYS]],
+                                    default=list).encode()).hexdigest()[:16]
+    path = dst / "scores.json"
+    if path.is_file():
+        cached = read_json(path)
+        if cached.get("key") == key:
+            return cached
+    scores = evaluate.run(ctx, dst, dst)
+    scores["key"] = key
+    write_json(path, scores)
+    return scores
+
+
+def label_change(run_dir: Path, before: str, after: str, stems: list[str]) -> float:
+    """Share of pixels whose pseudo-label differs between two stage folders (ignore counts as a label)."""
+    changed = total = 0
+    for stem in stems:
+        a, b = load_mask(run_dir / before / f"{stem}.png"), load_mask(run_dir / after / f"{stem}.png")
+        changed += int((a != b).sum())
+        total += a.size
+    return changed / max(total, 1)
+
+
+def format_table(rows: list[dict]) -> str:
+    """The score table printed at the end of a run."""
+    def f(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
+
+    lines = [f"{'stage':<16}{'fg Jaccard':>11}{'mIoU':>8}{'pix acc':>9}{'scored':>8}{'seconds':>9}  change"]
+    for r in rows:
+        lines.append(f"{r['name']:<16}{f(r['fg_jaccard']):>11}{f(r['miou']):>8}{f(r['pixel_acc']):>9}"
+                     f"{r['scored']:>8}{r['seconds']:>9.1f}  {f(r.get('label_change'))}")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: Config, *, start_from: str | None = None) -> dict:
+    """Run (or resume) every step of `cfg`'s weak-supervision run; returns the scores.json content."""
+    if not cfg.run.name or any(c in cfg.run.name for c in "/\\") or cfg.run.name.startswith("."):
+        raise ConfigError(f"config key 'run.name': {cfg.run.name!r} must be a plain folder name")
+    if cfg.data.kind == "demo":
+        ensure_demo(cfg.data)
+    dataset = load_weak_dataset(cfg.data)
+    run_dir = Path(cfg.run.root) / cfg.run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "run.json", {"config": cfg.to_dict(), "classes": list(dataset.classes),
+                                      "images": len(dataset.records), "skipped": list(dataset.skipped)})
+    steps, rows = plan(cfg), []
+    hashes = step_hashes(cfg, steps)
+    if start_from:
+        for s in steps[resolve_from(start_from, steps):]:
+            _remove(run_dir / s.name)
+    ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
+    stems = [r.stem for r in dataset.records]
+    previous_labels = "crf"
+    with ray_session(cfg.ray):
+        for step in steps:
+            summary, cached = run_step(step, ctx, hashes[step.name])
+            if step.kind == "train":
+                print(f"[{step.name}] {'done earlier' if cached else 'done'} in {summary.get('seconds', 0):.1f}s",
+                      file=sys.stderr)
+            if not step.scored:
+                continue
+            scores = score_step(step, dataclasses.replace(ctx, round=step.round), hashes[step.name])
+            row = {"name": step.name, "dir": step.name, "round": step.round, "seconds": summary.get("seconds", 0.0),
+                   **{k: scores[k] for k in ("images", "scored", "fg_jaccard", "miou", "pixel_acc",
+                                             "per_class_iou", "per_image")}}
+            if step.round and step.name.endswith("/crf"):
+                row["label_change"] = round(label_change(run_dir, previous_labels, step.name, stems), 5)
+                previous_labels = step.name
+            rows.append(row)
+            print(f"[{step.name}] fg Jaccard {scores['fg_jaccard'] if scores['fg_jaccard'] is not None else '-'}"
+                  f"  mIoU {scores['miou'] if scores['miou'] is not None else '-'}", file=sys.stderr, flush=True)
+            if row.get("label_change") is not None and row["label_change"] < cfg.rounds.min_change:
+                print(f"[{step.name}] labels changed on {row['label_change']:.4%} of pixels < rounds.min_change: "
+                      "stopping", file=sys.stderr)
+                break
+    result = {"run": cfg.run.name, "classes": list(dataset.classes), "skipped": list(dataset.skipped),
+              "stages": rows}
+    write_json(run_dir / "scores.json", result)
+    print(format_table(rows))
+    return result

@@ -1,0 +1,88 @@
+"""Stage `evaluate`: score one stage folder's per-image outputs against the ground truth (where it exists).
+
+    scores = run(ctx, src=run_dir / "crf", dst=run_dir / "crf")   # writes dst/scores.json, returns the same dict
+
+What is scored: the arg-max of each image's soft map `src/<stem>.npz` over its stored class ids (every pixel gets a
+class, so stages are compared on the same pixels whatever their ignore policy); a folder holding only `<stem>.png`
+(e.g. a user's masks) is scored from the PNG, 255 counting as background. Ground truth comes from
+`pipeline.weak_data.load_ground_truth` (`data.masks`, `data.gt_foreground_value`, `data.gt_ignore_values`); its
+ignore pixels are not scored, records without ground truth are not scored.
+
+Scores (pipeline.metrics): `fg_jaccard` - the mean over images of the foreground Jaccard of the image's labelled
+class (prediction == label vs truth == label; the measure of COCO-MVal / GrabCut and the source paper);
+`miou`, `pixel_acc`, `per_class_iou` - from one confusion matrix summed over all scored images;
+`per_image` - each image's foreground Jaccard (for best/worst galleries). One Ray task per image returns only its
+small confusion matrix and Jaccard.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import DataConfig
+from pipeline.io import IGNORE, load_mask, load_probs, probs_to_mask, write_json
+from pipeline.metrics import confusion_matrix, foreground_jaccard, scores_from_confusion
+from pipeline.parallel import map_tasks
+from pipeline.stage import Record, StageContext
+from pipeline.weak_data import load_ground_truth
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    record: Record
+    src: str  # folder holding <stem>.npz and/or <stem>.png
+    data: DataConfig
+    num_classes: int
+
+
+def prediction(src: Path, stem: str) -> np.ndarray:
+    """The class-id mask a stage folder predicts for one image: arg-max of its soft map, else its PNG."""
+    npz = src / f"{stem}.npz"
+    if npz.is_file():
+        return probs_to_mask(*load_probs(npz))
+    png = src / f"{stem}.png"
+    if not png.is_file():
+        raise FileNotFoundError(f"{src}: no {stem}.npz or {stem}.png to score")
+    mask = load_mask(png)
+    return np.where(mask == IGNORE, 0, mask).astype(np.uint8)
+
+
+def score_one(job: ScoreJob) -> dict | None:
+    """Per-image task: confusion matrix and foreground Jaccard of one image (None without ground truth)."""
+    gt = load_ground_truth(job.record, job.data)
+    if gt is None:
+        return None
+    pred = prediction(Path(job.src), job.record.stem)
+    if pred.shape != gt.shape:
+        raise ValueError(f"{job.record.gt}: ground truth {gt.shape} and prediction {pred.shape} differ in size")
+    valid = gt != IGNORE
+    label = job.record.label
+    return {"stem": job.record.stem, "cm": confusion_matrix(pred, gt, job.num_classes),
+            "jaccard": foreground_jaccard(pred == label, gt == label, valid)}
+
+
+def run(ctx: StageContext, src: Path, dst: Path) -> dict:
+    """Score `src`; write and return {images, scored, fg_jaccard, miou, pixel_acc, per_class_iou, per_image}."""
+    start = time.time()
+    src, dst = Path(src), Path(dst)
+    jobs = [ScoreJob(r, str(src), ctx.cfg.data, len(ctx.classes)) for r in ctx.records]
+    results = [r for r in map_tasks(score_one, jobs, ctx.cfg.ray, desc=f"score {src.name}", memory_mb=200) if r]
+    cm = np.zeros((len(ctx.classes), len(ctx.classes)), np.int64)
+    for r in results:
+        cm += r["cm"]
+    scores = scores_from_confusion(cm, ctx.classes) if results else {
+        "miou": None, "pixel_acc": None, "per_class_iou": {}}
+    scores = {
+        "images": len(ctx.records),
+        "scored": len(results),
+        "fg_jaccard": float(np.mean([r["jaccard"] for r in results])) if results else None,
+        **scores,
+        "per_image": {r["stem"]: round(r["jaccard"], 5) for r in results},
+        "seconds": round(time.time() - start, 2),
+    }
+    dst.mkdir(parents=True, exist_ok=True)
+    write_json(dst / "scores.json", scores)
+    return scores

@@ -1,0 +1,96 @@
+"""Stage `predict`: the round's trained network predicts every training image; the prediction is the next soft map.
+
+    summary = run(ctx, src=run_dir / "round1" / "train", dst=run_dir / "round1" / "predict")   # ctx.round == 1
+
+One device task (GPU when the cluster has one) loads `src/model.pt` once and, for every record still pending in
+`dst`, writes `dst/<stem>.npz` (softmax probabilities averaged over `rounds.scales` and, with `rounds.flip`, the
+mirrored image) and then `dst/<stem>.png` (the pseudo-label: arg-max, 255 where the top probability is below
+`rounds.confidence`). Killed midway, a rerun predicts only the images without a `.png`.
+
+Objects of classes the image is not labelled with (the source paper's multi-category images: one label, two kinds
+of object). The network sees every class across the data set, so on such an image it may put mass on a class the
+label does not name. How those pixels are treated (`rounds.other_classes`):
+- `ignore` (default, and in every round before `rounds.other_classes_from_round`): pixels whose arg-max over all
+  classes is an unlabelled class become 255 in the `.png` (training skips them; the CRF keeps them 255 with
+  `crf.ignore: keep`), and the stored soft map is restricted to {background, label} (renormalised), so nothing
+  downstream can invent an unlabelled class from one image's weak evidence.
+- `keep` (from round `rounds.other_classes_from_round` on): an unlabelled class stays in the soft map and in the
+  pseudo-label when it is the arg-max on at least `OTHER_CLASS_MIN_AREA` of the image - evidence the network
+  learned from the other images that are labelled with that class. Smaller traces are dropped as above.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.io import IGNORE, read_image, save_mask, save_probs
+from pipeline.labels import confident_argmax
+from pipeline.parallel import run_on_device
+from pipeline.stage import Record, StageContext, pending
+
+OTHER_CLASS_MIN_AREA = 0.01  # share of the image an unlabelled class must win to be kept (`keep` mode)
+
+
+def restrict_classes(probs: np.ndarray, label: int, keep_other: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From full probabilities [C, H, W]: (soft map over the kept class ids, those ids, mask of dropped-class pixels).
+
+    Kept: background, the image's label, and (with keep_other) every other class that is the arg-max on at least
+    OTHER_CLASS_MIN_AREA of the pixels. Pixels whose arg-max is a dropped class are flagged for ignore.
+    """
+    top = np.argmax(probs, axis=0)
+    keep = {0, int(label)}
+    if keep_other:
+        area = np.bincount(top.ravel(), minlength=probs.shape[0]) / top.size
+        keep |= {int(c) for c in np.flatnonzero(area >= OTHER_CLASS_MIN_AREA)}
+    class_ids = np.array(sorted(keep), np.int32)
+    kept = probs[class_ids]
+    kept = kept / np.maximum(kept.sum(axis=0, keepdims=True), 1e-8)
+    dropped = ~np.isin(top, class_ids)
+    return kept.astype(np.float32), class_ids, dropped
+
+
+def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int) -> dict:
+    """Device task: load the round's weights once, write every pending record's soft map and pseudo-label."""
+    import torch
+
+    from pipeline.engine import resolve_device
+    from pipeline.inference import predict_probs
+    from pipeline.models import build_model
+
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device("auto")
+    model = build_model(cfg.model, num_classes)
+    model.load_state_dict(torch.load(Path(src) / "model.pt", map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    keep_other = cfg.rounds.other_classes == "keep" and round_ >= cfg.rounds.other_classes_from_round
+    out = Path(dst)
+    ignored, other = [], []
+    for record in pending(records, out):
+        image = read_image(record.image, cfg.data.max_pixels)
+        probs = predict_probs(model, image, scales=cfg.rounds.scales, flip=cfg.rounds.flip, device=device)
+        soft, class_ids, dropped = restrict_classes(probs, record.label, keep_other)
+        mask = confident_argmax(soft, class_ids, cfg.rounds.confidence)
+        mask[dropped] = IGNORE
+        save_probs(out / f"{record.stem}.npz", soft, class_ids)
+        save_mask(out / f"{record.stem}.png", mask)  # written last: marks the image done
+        ignored.append(float((mask == IGNORE).mean()))
+        other.append(len(class_ids) > 2)
+    return {"images": len(ignored), "mean_ignore_fraction": round(float(np.mean(ignored)), 4) if ignored else 0.0,
+            "images_with_other_class": int(np.sum(other))}
+
+
+def run(ctx: StageContext, src: Path, dst: Path) -> dict:
+    """Predict every pending record with `src/model.pt` into `dst`; returns images done/skipped and seconds."""
+    src, dst = Path(src), Path(dst)
+    if not (src / "model.pt").is_file():
+        raise FileNotFoundError(f"{src / 'model.pt'}: the round's trained weights are missing")
+    dst.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    todo = len(pending(ctx.records, dst))
+    summary = run_on_device(predict_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst),
+                            ctx.round, cfg=ctx.cfg.ray)
+    return {**summary, "skipped": len(ctx.records) - todo, "seconds": round(time.time() - start, 2)}

@@ -1,0 +1,66 @@
+"""Stage `train`: train the SRM/CRM network (pipeline.models) on the current pseudo-labels, one round at a time.
+
+    summary = run(ctx, src=run_dir / "crf", dst=run_dir / "round1" / "train")   # ctx.round == 1
+
+Inputs: `src/<stem>.png` for every record (the previous stage's refined pseudo-labels; 255 = ignore, skipped by the
+loss). Output: `dst/model.pt` (final weights, written last by pipeline.engine.train_model), `dst/last.pt`
+(resumable checkpoint every `train.checkpoint_every` iterations: a killed round continues where it stopped),
+`dst/log.csv`.
+
+The whole training run is one device task (`pipeline.parallel.run_on_device`): a GPU when the Ray cluster has one
+(bf16 autocast, channels_last per `train.amp` / `train.channels_last`), otherwise all the cluster's CPUs. Only paths
+and configs travel to the task; it reads images and masks from disk.
+
+Round k > 1 with `rounds.warm_start` starts from round k-1's `model.pt` (otherwise from the ImageNet backbone).
+The seed of round k is `run.seed + k`, so rounds draw different crops but a rerun draws the same ones.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.parallel import run_on_device
+from pipeline.stage import Record, StageContext
+
+
+def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
+               warm_start: str | None) -> dict:
+    """Device task: build the network, optionally load warm-start weights, train, return a small summary."""
+    import torch
+
+    from pipeline.engine import train_model
+    from pipeline.models import build_model
+    from pipeline.transforms import TrainTransform
+    from pipeline.weak_data import PseudoLabelDataset
+
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.run.seed + round_)
+    model = build_model(cfg.model, num_classes)
+    if warm_start:
+        model.load_state_dict(torch.load(warm_start, map_location="cpu", weights_only=True))
+    transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter,
+                               model.mean, model.std)
+    dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels)
+    start = time.time()
+    path = train_model(model, dataset, cfg.train, Path(dst), seed=cfg.run.seed + round_, resume=True)
+    return {"model": str(path), "iterations": cfg.train.iterations, "seconds": round(time.time() - start, 2),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def run(ctx: StageContext, src: Path, dst: Path) -> dict:
+    """Train round `ctx.round` on `src/<stem>.png` into `dst/model.pt`; returns iterations, seconds, device."""
+    src, dst = Path(src), Path(dst)
+    missing = [r.stem for r in ctx.records if not (src / f"{r.stem}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{src}: {len(missing)} pseudo-labels missing for training (e.g. {missing[0]}.png)")
+    dst.mkdir(parents=True, exist_ok=True)
+    warm = None
+    if ctx.round > 1 and ctx.cfg.rounds.warm_start:
+        previous = ctx.run_dir / f"round{ctx.round - 1}" / "train" / "model.pt"
+        if not previous.is_file():
+            raise FileNotFoundError(f"{previous}: warm start needs the previous round's weights")
+        warm = str(previous)
+    return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
+                         warm, cfg=ctx.cfg.ray)
