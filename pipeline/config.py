@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import math
 import types
 import typing
@@ -234,8 +235,8 @@ def _read_with_base(path: Path) -> dict:
     base_name = child.pop("base", None)
     if base_name is None:
         return child
-    if not isinstance(base_name, str):
-        raise ConfigError(f"{path}: key 'base' must be a file path string")
+    if not isinstance(base_name, str) or not base_name or "\0" in base_name:
+        raise ConfigError(f"{path}: key 'base' must be a file path string, got {base_name!r}")
     base_path = (path.parent / base_name).resolve()
     base = _read_yaml(base_path)
     if "base" in base:
@@ -316,6 +317,9 @@ def _check_value(value: Any, hint: Any, meta: Any, path: str) -> Any:
     return value
 
 
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _scalar(value: Any, hint: Any, path: str) -> Any:
     if isinstance(hint, types.UnionType):
         raise ConfigError(f"config key '{path}': union types are not supported")
@@ -326,6 +330,8 @@ def _scalar(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string; it is meant as a number
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
             if not math.isfinite(number):

@@ -146,9 +146,13 @@ def read_image(path: str | Path, max_pixels: int = 40_000_000) -> np.ndarray:
 @contextlib.contextmanager
 def _open_image(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     """Image.open with the checks every reader shares; errors name the file and the reason."""
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
-    if path.stat().st_size == 0:
+    try:
+        if not path.is_file():
+            raise ImageError(f"{path}: image file not found")
+        size = path.stat().st_size
+    except OSError as err:  # e.g. a name too long for the file system
+        raise ImageError(f"{path}: cannot open image ({err.strerror or err})") from None
+    if size == 0:
         raise ImageError(f"{path}: image file is empty (0 bytes)")
     try:
         img = Image.open(path)

@@ -81,15 +81,15 @@ def load_weak_dataset(cfg: DataConfig) -> WeakDataset:
         if PurePosixPath(rel).is_absolute() or ".." in parts or "\0" in rel:
             raise DatasetError(f"{where}: image path {rel!r} leaves {image_dir} (absolute paths, '..' and NUL are "
                                "not allowed)")
-        if not (image_dir / rel).is_file():
-            bad(f"{where}: image {image_dir / rel} not found")
+        stem = _stem(rel)
+        if len(f"{stem}.npz".encode()) > 255:
+            bad(f"{where}: image id {stem[:40]!r}... is too long for output file names (at most 251 bytes)")
             continue
         try:
             image_size(image_dir / rel, cfg.max_pixels)
         except ImageError as err:
             bad(f"{where}: {err}")
             continue
-        stem = _stem(rel)
         if stem in seen:
             raise DatasetError(f"{where}: duplicate image id {stem!r} (also {seen[stem]})")
         seen[stem] = rel

@@ -285,7 +285,7 @@ def test_duplicate_rows_and_folder_collisions(tmp_path):
 
 def test_labels_for_missing_images(tmp_path):
     root = weak_set(tmp_path, {"a.png": image()}, ["a.png,cat", "gone.png,dog"])
-    with pytest.raises(DatasetError, match=r"labels\.csv:3: image .*images/gone\.png not found"):
+    with pytest.raises(DatasetError, match=r"labels\.csv:3: .*images/gone\.png: image file not found"):
         load_weak_dataset(data_cfg(root))
 
 
@@ -347,6 +347,19 @@ def test_dotdot_and_absolute_paths_in_labels_file_are_rejected(tmp_path):
         with pytest.raises(DatasetError, match=r"labels\.csv:3: image path .* leaves .*images \(absolute paths, "
                                                r"'\.\.' and NUL are not allowed\)"):
             load_weak_dataset(data_cfg(root, on_bad_image="skip"))  # never skipped
+
+
+def test_names_too_long_for_the_file_system(tmp_path):
+    long_name = "x" * 300 + ".png"  # longer than a file name may be (255 bytes)
+    nested = "/".join(["d" * 100] * 3) + "/a.png"  # each part fits, the output stem d..d__d..d__d..d__a does not
+    root = weak_set(tmp_path, {"a.png": image(), nested: image()}, ["a.png,cat", f"{long_name},dog", f"{nested},cat"])
+    with pytest.raises(DatasetError, match=r"labels\.csv:3: image id 'x{40}'\.\.\. is too long for output file names"):
+        load_weak_dataset(data_cfg(root))
+    ds = load_weak_dataset(data_cfg(root, on_bad_image="skip"))
+    assert [r.stem for r in ds.records] == ["a"]
+    assert "labels.csv:4: image id 'dddd" in ds.skipped[1] and "is too long for output file names" in ds.skipped[1]
+    with pytest.raises(ImageError, match=r"x{300}\.png: cannot open image \(File name too long\)"):
+        read_image(root / "images" / long_name)
 
 
 def test_empty_data_set(tmp_path):
@@ -460,7 +473,7 @@ def test_skip_lists_every_bad_row_with_file_and_reason(tmp_path):
         (f"{csv_path}:3: ", "empty.png: image file is empty (0 bytes)"),
         (f"{csv_path}:4: ", "junk.jpg: cannot decode image"),
         (f"{csv_path}:5: ", "big.png: 20x20 is larger than data.max_pixels=300"),
-        (f"{csv_path}:6: ", "gone.png not found"),
+        (f"{csv_path}:6: ", "gone.png: image file not found"),
         (f"{csv_path}:7: ", "label 'zebra' is not in the class list"),
         (f"{root / 'images' / 'unlisted.png'}: ", "image has no row in"),
     ]
