@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import math
 import types
 import typing
@@ -317,9 +316,6 @@ def _check_value(value: Any, hint: Any, meta: Any, path: str) -> Any:
     return value
 
 
-_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def _scalar(value: Any, hint: Any, path: str) -> Any:
     if isinstance(hint, types.UnionType):
         raise ConfigError(f"config key '{path}': union types are not supported")
@@ -330,8 +326,6 @@ def _scalar(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
-            value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string; it is meant as a number
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
             if not math.isfinite(number):
