@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import math
 import types
 import typing
@@ -262,7 +263,7 @@ def _apply_override(raw: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
     try:
-        node[parts[-1]] = yaml.safe_load(text)
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""  # `key=` sets an empty string
     except (yaml.YAMLError, ValueError, RecursionError) as err:
         raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
 
@@ -316,6 +317,9 @@ def _check_value(value: Any, hint: Any, meta: Any, path: str) -> Any:
     return value
 
 
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _scalar(value: Any, hint: Any, path: str) -> Any:
     if isinstance(hint, types.UnionType):
         raise ConfigError(f"config key '{path}': union types are not supported")
@@ -326,6 +330,8 @@ def _scalar(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML (YAML 1.1) reads `1e-3` as a string; it is meant as a number
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
             if not math.isfinite(number):

@@ -117,10 +117,12 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     return results
 
 
-def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig) -> Any:
+def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,
+                  progress: Callable[[], str] | None = None) -> Any:
     """Run `fn(*args)` as one Ray task holding a GPU if the cluster has one, else all CPUs of its largest node.
 
-    Without Ray it simply calls `fn(*args)` here.
+    While it runs, `progress()` (e.g. "iteration 40/120", read from the task's output files) is shown every 2 s,
+    since the task's own prints stay in Ray's worker logs. Without Ray it simply calls `fn(*args)` here.
     """
     if not (cfg.enabled and _ray_active()):
         return fn(*args)
@@ -133,4 +135,10 @@ def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig) -> Any:
     else:
         options = dict(num_cpus=max([1] + [int(r.get("CPU", 0)) for r in nodes]))
     ref = ray.remote(fn).options(max_retries=cfg.max_retries, **options).remote(*args)
+    start = time.time()
+    while not ray.wait([ref], timeout=2.0)[0]:
+        if progress is not None:
+            print(f"\r  {progress()} ({time.time() - start:.0f}s)   ", end="", file=sys.stderr, flush=True)
+    if progress is not None:
+        print(f"\r  {progress()} ({time.time() - start:.0f}s)   ", file=sys.stderr, flush=True)
     return ray.get(ref)

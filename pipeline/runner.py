@@ -31,13 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-
 from stages import coarse, crf, evaluate, predict, train
 
 from .config import Config, ConfigError
 from .demo_data import ensure_demo
-from .io import IGNORE, atomic_write_bytes, load_mask, read_json, write_json
+from .io import atomic_write_bytes, load_mask, read_json, write_json
 from .parallel import ray_session
 from .stage import StageContext
 from .weak_data import load_weak_dataset
@@ -113,12 +111,19 @@ def _remove(path: Path) -> None:
         shutil.rmtree(trash)
 
 
+def is_done(run_dir: Path, step: Step, digest: str) -> bool:
+    """The step's DONE marker exists and it was made with the same hash."""
+    dst = run_dir / step.name
+    return (dst / "DONE").is_file() and (dst / "manifest.json").is_file() and \
+        read_json(dst / "manifest.json").get("hash") == digest
+
+
 def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
     """Run one step unless it is done with the same hash; returns (its summary, whether it was already done)."""
     dst = ctx.run_dir / step.name
     manifest_path = dst / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
-    if (dst / "DONE").is_file() and manifest.get("hash") == digest:
+    if is_done(ctx.run_dir, step, digest):
         return manifest.get("summary", {}), True
     if dst.exists() and manifest.get("hash") != digest:
         _remove(dst)  # made with other inputs or settings (or never started properly)
@@ -134,11 +139,15 @@ def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
     return summary, False
 
 
+def _score_key(cfg: Config, digest: str) -> str:
+    return hashlib.sha256(json.dumps([digest, [getattr(cfg.data, k) for k in SCORING_KEYS]],
+                                     default=list).encode()).hexdigest()[:16]
+
+
 def score_step(step: Step, ctx: StageContext, digest: str) -> dict:
     """The step's scores, reused from its scores.json when made for the same outputs and scoring keys."""
     dst = ctx.run_dir / step.name
-    key = hashlib.sha256(json.dumps([digest, [getattr(ctx.cfg.data, k) for k in SCORING_KEYS]],
-                                    default=list).encode()).hexdigest()[:16]
+    key = _score_key(ctx.cfg, digest)
     path = dst / "scores.json"
     if path.is_file():
         cached = read_json(path)
@@ -191,7 +200,11 @@ def run_pipeline(cfg: Config, *, start_from: str | None = None) -> dict:
     ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
     stems = [r.stem for r in dataset.records]
     previous_labels = "crf"
-    with ray_session(cfg.ray):
+    finished = all(is_done(run_dir, s, hashes[s.name]) and (not s.scored or (
+        (run_dir / s.name / "scores.json").is_file() and
+        read_json(run_dir / s.name / "scores.json").get("key") == _score_key(cfg, hashes[s.name]))) for s in steps)
+    ray_cfg = dataclasses.replace(cfg.ray, enabled=cfg.ray.enabled and not finished)  # nothing to do: no cluster
+    with ray_session(ray_cfg):
         for step in steps:
             summary, cached = run_step(step, ctx, hashes[step.name])
             if step.kind == "train":

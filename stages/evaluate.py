@@ -52,7 +52,7 @@ def prediction(src: Path, stem: str) -> np.ndarray:
 
 def score_one(job: ScoreJob) -> dict | None:
     """Per-image task: confusion matrix and foreground Jaccard of one image (None without ground truth)."""
-    gt = load_ground_truth(job.record, job.data)
+    gt = load_ground_truth(job.record, job.data, job.num_classes)
     if gt is None:
         return None
     pred = prediction(Path(job.src), job.record.stem)

@@ -92,5 +92,7 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
     start = time.time()
     todo = len(pending(ctx.records, dst))
     summary = run_on_device(predict_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst),
-                            ctx.round, cfg=ctx.cfg.ray)
+                            ctx.round, cfg=ctx.cfg.ray,
+                            progress=lambda: f"predict: {len(ctx.records) - len(pending(ctx.records, dst))}/"
+                                             f"{len(ctx.records)} images")
     return {**summary, "skipped": len(ctx.records) - todo, "seconds": round(time.time() - start, 2)}

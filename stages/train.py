@@ -63,4 +63,13 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
             raise FileNotFoundError(f"{previous}: warm start needs the previous round's weights")
         warm = str(previous)
     return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
-                         warm, cfg=ctx.cfg.ray)
+                         warm, cfg=ctx.cfg.ray, progress=lambda: training_progress(dst, ctx.cfg.train.iterations))
+
+
+def training_progress(dst: Path, iterations: int) -> str:
+    """"train: iteration 40/120, loss 0.3120" from the last row of `dst/log.csv` (written by the engine)."""
+    try:
+        last = (dst / "log.csv").read_text().strip().splitlines()[-1].split(",")
+        return f"train: iteration {int(last[0])}/{iterations}, loss {float(last[1]):.4f}"
+    except (OSError, IndexError, ValueError):
+        return f"train: starting ({iterations} iterations)"
