@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline import io as pio
 from pipeline.config import ConfigError, DataConfig, load_config
 from pipeline.io import (IGNORE, ImageError, atomic_write_bytes, image_size, load_mask, load_probs, read_image,
-                         read_json, save_mask, save_probs, write_json)
+                         read_json, save_image, save_mask, save_probs, write_json)
 from pipeline.stage import Record, pending
 from pipeline.weak_data import DatasetError, PseudoLabelDataset, load_ground_truth, load_weak_dataset
 
@@ -511,6 +511,7 @@ WRITERS = {
     "json": lambda p: write_json(p, {"new": 1}),
     "mask": lambda p: save_mask(p, np.ones((4, 4), np.uint8)),
     "probs": lambda p: save_probs(p, np.full((2, 4, 4), 0.5), [0, 1]),
+    "image": lambda p: save_image(p, np.zeros((4, 4, 3), np.uint8)),
 }
 
 
