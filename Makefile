@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "cityscapesscripts==2.3.0"
 	$(PY) -c "import torch, torchvision, ray, pydensecrf.densecrf, skimage, yaml"
 	touch $(STAMP)
 

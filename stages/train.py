@@ -42,7 +42,7 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
         model.load_state_dict(torch.load(warm_start, map_location="cpu", weights_only=True))
     transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter,
                                model.mean, model.std)
-    dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels)
+    dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes)
     start = time.time()
     path = train_model(model, dataset, cfg.train, Path(dst), seed=cfg.run.seed + round_, resume=True)
     return {"model": str(path), "iterations": cfg.train.iterations, "seconds": round(time.time() - start, 2),
