@@ -52,6 +52,11 @@ def _ray_active() -> bool:
     return ray.is_initialized()
 
 
+def eta(elapsed: float, done: int, total: int) -> str:
+    """Remaining time at the rate so far, e.g. "50s" ("?" before any progress)."""
+    return f"{elapsed / done * (total - done):.0f}s" if done > 0 else "?"
+
+
 class Progress:
     """A one-line progress report with rate and ETA, written to stderr (no dependency on a terminal)."""
 
@@ -118,11 +123,11 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
 
 
 def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,
-                  progress: Callable[[], str] | None = None) -> Any:
+                  progress: Callable[[float], str] | None = None) -> Any:
     """Run `fn(*args)` as one Ray task holding a GPU if the cluster has one, else all CPUs of its largest node.
 
-    While it runs, `progress()` (e.g. "iteration 40/120", read from the task's output files) is shown every 2 s,
-    since the task's own prints stay in Ray's worker logs. Without Ray it simply calls `fn(*args)` here.
+    While it runs, `progress(elapsed_seconds)` (e.g. "train: iteration 40/120, ETA 80s", read from the task's output
+    files) is shown every 2 s, since the task's own prints stay in Ray's worker logs. Without Ray it simply calls `fn(*args)` here.
     """
     if not (cfg.enabled and _ray_active()):
         return fn(*args)
@@ -138,7 +143,7 @@ def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,
     start = time.time()
     while not ray.wait([ref], timeout=2.0)[0]:
         if progress is not None:
-            print(f"\r  {progress()} ({time.time() - start:.0f}s)   ", end="", file=sys.stderr, flush=True)
+            print(f"\r  {progress(time.time() - start)}   ", end="", file=sys.stderr, flush=True)
     if progress is not None:
-        print(f"\r  {progress()} ({time.time() - start:.0f}s)   ", file=sys.stderr, flush=True)
+        print(f"\r  {progress(time.time() - start)}   ", file=sys.stderr, flush=True)
     return ray.get(ref)

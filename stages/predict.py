@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.io import IGNORE, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
-from pipeline.parallel import run_on_device
+from pipeline.parallel import eta, run_on_device
 from pipeline.stage import Record, StageContext, pending
 
 OTHER_CLASS_MIN_AREA = 0.01  # share of the image an unlabelled class must win to be kept (`keep` mode)
@@ -83,6 +83,12 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
             "images_with_other_class": int(np.sum(other))}
 
 
+def prediction_progress(records: tuple[Record, ...], dst: Path, todo: int, elapsed: float) -> str:
+    """"predict: 30/60 images, 12s, ETA 12s" from the images written so far."""
+    done = todo - len(pending(records, dst))
+    return f"predict: {len(records) - todo + done}/{len(records)} images, {elapsed:.0f}s, ETA {eta(elapsed, done, todo)}"
+
+
 def run(ctx: StageContext, src: Path, dst: Path) -> dict:
     """Predict every pending record with `src/model.pt` into `dst`; returns images done/skipped and seconds."""
     src, dst = Path(src), Path(dst)
@@ -93,6 +99,5 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
     todo = len(pending(ctx.records, dst))
     summary = run_on_device(predict_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst),
                             ctx.round, cfg=ctx.cfg.ray,
-                            progress=lambda: f"predict: {len(ctx.records) - len(pending(ctx.records, dst))}/"
-                                             f"{len(ctx.records)} images")
+                            progress=lambda elapsed: prediction_progress(ctx.records, dst, todo, elapsed))
     return {**summary, "skipped": len(ctx.records) - todo, "seconds": round(time.time() - start, 2)}

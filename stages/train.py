@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.parallel import run_on_device
+from pipeline.parallel import eta, run_on_device
 from pipeline.stage import Record, StageContext
 
 
@@ -63,13 +63,14 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
             raise FileNotFoundError(f"{previous}: warm start needs the previous round's weights")
         warm = str(previous)
     return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
-                         warm, cfg=ctx.cfg.ray, progress=lambda: training_progress(dst, ctx.cfg.train.iterations))
+                         warm, cfg=ctx.cfg.ray, progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations, elapsed))
 
 
-def training_progress(dst: Path, iterations: int) -> str:
-    """"train: iteration 40/120, loss 0.3120" from the last row of `dst/log.csv` (written by the engine)."""
+def training_progress(dst: Path, iterations: int, elapsed: float) -> str:
+    """"train: iteration 40/120, loss 0.3120, 25s, ETA 50s" from the last row of `dst/log.csv` (the engine's log)."""
     try:
-        last = (dst / "log.csv").read_text().strip().splitlines()[-1].split(",")
-        return f"train: iteration {int(last[0])}/{iterations}, loss {float(last[1]):.4f}"
+        row = (dst / "log.csv").read_text().strip().splitlines()[-1].split(",")
+        done, loss = int(row[0]), float(row[1])
     except (OSError, IndexError, ValueError):
-        return f"train: starting ({iterations} iterations)"
+        return f"train: starting, {iterations} iterations, {elapsed:.0f}s"
+    return f"train: iteration {done}/{iterations}, loss {loss:.4f}, {elapsed:.0f}s, ETA {eta(elapsed, done, iterations)}"
