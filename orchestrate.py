@@ -3,7 +3,11 @@
     coarse2fine run --config configs/demo.yaml                  # weak pipeline: coarse -> crf -> rounds, scored
     coarse2fine run --config configs/demo.yaml --from round2    # redo round 2 onwards
     coarse2fine run --config configs/grabcut.yaml --address auto --set rounds.count=3
-    coarse2fine evaluate --config configs/grabcut.yaml --pred runs/grabcut/crf   # score any folder of masks
+    coarse2fine evaluate --config configs/grabcut.yaml --pred runs/grabcut/crf --gallery 4   # score a folder
+    coarse2fine status runs/demo                                # done / partial / missing per stage, scores so far
+    coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --scales 0.75,1 --flip
+    coarse2fine export --run runs/demo --out runs/demo/export --size 256 256   # TorchScript + ONNX, checked
+    coarse2fine compare --config configs/demo.yaml              # weak vs full supervision: runs/demo/compare/
     coarse2fine full --config configs/full_camvid.yaml          # fully supervised training + evaluation
     coarse2fine flops                                           # GMACs / parameters of every variant
 
@@ -16,6 +20,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A command's input cannot be used (e.g. an empty image folder); reported as `error: ...`, exit 2."""
 
 
 def _config(args: argparse.Namespace):
@@ -52,7 +60,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_table([{"name": Path(args.pred).name, **scores}]))
     for name, iou in scores["per_class_iou"].items():
         print(f"  {name:<24} {'-' if iou is None else f'{iou:.4f}'}")
+    if args.gallery > 0:
+        written = evaluation_gallery(cfg, dataset, Path(args.pred), scores, Path(args.out or args.pred), args.gallery)
+        print(f"gallery: {len(written)} images in {Path(args.out or args.pred)}/gallery_*.png")
     return 0
+
+
+def evaluation_gallery(cfg, dataset, pred: Path, scores: dict, out: Path, count: int) -> list:
+    """gallery_{best,worst}_<i>.png: image | ground truth | prediction | prediction over the image."""
+    from pipeline.gallery import write_gallery
+    from pipeline.io import read_image
+    from pipeline.predict_images import colorize, overlay
+    from pipeline.weak_data import load_ground_truth
+    from stages.evaluate import prediction
+
+    records = {r.stem: r for r in dataset.records}
+
+    def panels_for(stem: str):
+        record = records[stem]
+        image, mask = read_image(record.image, cfg.data.max_pixels), prediction(pred, stem)
+        gt = load_ground_truth(record, cfg.data, len(dataset.classes))
+        label = dataset.classes[record.label] if 0 <= record.label < len(dataset.classes) else str(record.label)
+        panels = [("image", image), ("ground truth", colorize(gt)), ("prediction", colorize(mask)),
+                  ("overlay", overlay(image, mask))]
+        return panels, f"{stem} ({label}): fg Jaccard {scores['per_image'][stem]:.3f}"
+
+    return write_gallery(scores.get("per_image") or {}, count, panels_for, out)
 
 
 def cmd_full(args: argparse.Namespace) -> int:
@@ -63,10 +96,64 @@ def cmd_full(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.status import format_status, run_status
+
+    print(format_status(run_status(Path(args.run_dir))))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.engine import resolve_device
+    from pipeline.predict_images import predict_folder
+    from pipeline.trained import load_run_model
+
+    model, classes, _ = load_run_model(Path(args.run), args.round)
+    device = resolve_device(args.device)
+    try:
+        summary = predict_folder(model.to(device), classes, Path(args.images), Path(args.out), scales=args.scales,
+                                 flip=args.flip, device=str(device), window=args.window)
+    except (FileNotFoundError, ValueError) as err:  # no images / two inputs mapping to one output name
+        raise UsageError(str(err)) from None
+    print(f"{summary['written']} of {summary['images']} images written to {args.out} in {summary['seconds']:.1f} s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.export import export_model
+    from pipeline.trained import load_run_model
+
+    model, _, _ = load_run_model(Path(args.run), args.round)
+    diffs = export_model(model, Path(args.out), height=args.size[0], width=args.size[1], opset=args.opset)
+    print(f"wrote {args.out}/model.ts and {args.out}/model.onnx; checked against PyTorch: {diffs}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline.io import read_json
+    from pipeline.report import compare_runs
+
+    report = compare_runs(_config(args), full_iterations=args.full_iterations)
+    weak, full = read_json(report.parent / "weak_metrics.json"), read_json(report.parent / "full_metrics.json")
+    print(f"weak mIoU {weak['miou']:.4f}  full mIoU {full['miou']:.4f}  "
+          f"(weak = {100 * weak['miou'] / max(full['miou'], 1e-12):.1f}% of full)\nreport: {report}")
+    return 0
+
+
 def cmd_flops(args: argparse.Namespace) -> int:
     from pipeline.models.flops import main
 
     return main(args.rest) or 0
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,11 +174,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of predictions named like the data set's images")
     p.add_argument("--out", help="write scores.json here (default: into --pred)")
     p.add_argument("--serial", action="store_true", help="score in this process, without Ray")
+    p.add_argument("--gallery", type=int, default=0, metavar="N", help="also draw the N best and N worst images")
     p.set_defaults(func=cmd_evaluate)
 
     p = with_config(sub.add_parser("full", help="fully supervised training and evaluation"))
     p.add_argument("--address", help="join this Ray cluster (Ray Train workers)")
     p.set_defaults(func=cmd_full)
+
+    p = sub.add_parser("status", help="where a run stands: done / partial / missing per stage, scores so far")
+    p.add_argument("run_dir", help="run directory, e.g. runs/demo")
+    p.set_defaults(func=cmd_status)
+
+    def with_run(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--run", required=True, help="finished run directory, e.g. runs/demo")
+        p.add_argument("--round", type=int, help="use this round's network (default: the last finished round)")
+        p.add_argument("--out", required=True, help="output folder")
+        return p
+
+    p = with_run(sub.add_parser("predict", help="segment a folder of your own images with a run's network"))
+    p.add_argument("--images", required=True, help="folder of images (sub-folders included)")
+    p.add_argument("--scales", type=_floats, default=(1.0,), help="test-time scales, comma-separated (default 1)")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
+    p.add_argument("--window", type=int, default=0, help="sliding-window size in px for large images; 0 = whole")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=cmd_predict)
+
+    p = with_run(sub.add_parser("export", help="TorchScript + ONNX of a run's network, checked against PyTorch"))
+    p.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"), help="fixed input size")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
+    p.set_defaults(func=cmd_export)
+
+    p = with_config(sub.add_parser("compare", help="weak vs full supervision on the weak run's images"))
+    p.add_argument("--full-iterations", type=int, help="training steps of the full reference (default train.iterations)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("flops", help="GMACs and parameters per variant at 1x3x1024x2048", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -103,12 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local clusters need no token (Ray >= 2.5x)
     args = build_parser().parse_args(argv)
     from pipeline.config import ConfigError
+    from pipeline.export import ExportError
     from pipeline.io import ImageError
+    from pipeline.trained import RunError
     from pipeline.weak_data import DatasetError
 
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, ImageError) as err:
+    except (ConfigError, DatasetError, ImageError, RunError, ExportError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

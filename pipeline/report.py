@@ -39,6 +39,7 @@ from . import report_plots as plots
 from .config import Config
 from .demo_data import ensure_demo
 from .engine import resolve_device, train_model
+from .gallery import write_gallery
 from .inference import evaluate
 from .io import atomic_write_bytes, load_mask, read_image, read_json, write_json
 from .models import build_model
@@ -71,32 +72,33 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, out_dir: Path,
              count: int) -> list[str]:
-    """Write the best/worst gallery rows; returns their HTML."""
-    ranked = sorted(((float(v), s) for s, v in (final.get("per_image") or {}).items() if v is not None))
-    if count <= 0 or not ranked:
+    """Write the best/worst gallery rows (pipeline.gallery); returns their HTML."""
+    per_image = final.get("per_image") or {}
+    if count <= 0 or not any(v is not None for v in per_image.values()):
         return ["<p>No per-image scores in the final stage (no ground truth?): no gallery.</p>"]
-    best = [s for _, s in reversed(ranked)][:count]
-    worst = [s for _, s in ranked if s not in best][:count]
     records = {r.stem: r for r in load_weak_dataset(cfg.data).records}
+
+    def panels_for(stem: str) -> tuple[list, str]:
+        record = records.get(stem)
+        if record is None:
+            raise DatasetError(f"{cfg.data.root}: image {stem!r} of {run_dir / 'scores.json'} is not in the "
+                               "data set")
+        gt = load_ground_truth(record, cfg.data)
+        panels = [("image", read_image(record.image, cfg.data.max_pixels)),
+                  ("ground truth", None if gt is None else colorize(gt))]
+        for title, sub in (("coarse", "coarse"), ("CRF", "crf"), (f"final ({final['dir']})", final["dir"])):
+            png = run_dir / sub / f"{stem}.png"
+            panels.append((title, colorize(load_mask(png)) if png.is_file() else None))
+        label = classes[record.label] if 0 <= record.label < len(classes) else str(record.label)
+        return panels, f"{stem} ({label}): fg Jaccard {per_image[stem]:.3f}"
+
+    written = write_gallery(per_image, count, panels_for, out_dir)
     parts = []
-    for kind, stems in (("best", best), ("worst", worst)):
-        if stems:
-            parts.append(f"<h3>{len(stems)} {kind} images by {html.escape(final['name'])} fg Jaccard</h3>")
-        for i, stem in enumerate(stems, start=1):
-            record = records.get(stem)
-            if record is None:
-                raise DatasetError(f"{cfg.data.root}: image {stem!r} of {run_dir / 'scores.json'} is not in the "
-                                   "data set")
-            gt = load_ground_truth(record, cfg.data)
-            panels = [("image", read_image(record.image, cfg.data.max_pixels)),
-                      ("ground truth", None if gt is None else colorize(gt))]
-            for title, sub in (("coarse", "coarse"), ("CRF", "crf"), (f"final ({final['dir']})", final["dir"])):
-                png = run_dir / sub / f"{stem}.png"
-                panels.append((title, colorize(load_mask(png)) if png.is_file() else None))
-            name = f"gallery_{kind}_{i}.png"
-            label = classes[record.label] if 0 <= record.label < len(classes) else str(record.label)
-            plots.plot_panels(panels, f"{stem} ({label}): fg Jaccard {final['per_image'][stem]:.3f}", out_dir / name)
-            parts.append(_figure(name, f"{kind} {i}: {stem}"))
+    for kind in ("best", "worst"):
+        rows = [(i, stem, name) for k, i, stem, name in written if k == kind]
+        if rows:
+            parts.append(f"<h3>{len(rows)} {kind} images by {html.escape(final['name'])} fg Jaccard</h3>")
+        parts += [_figure(name, f"{kind} {i}: {stem}") for i, stem, name in rows]
     return parts
 
 
