@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import Config
-from pipeline.parallel import eta, run_on_device
+from pipeline.parallel import run_on_device
 from pipeline.stage import Record, StageContext
 
 
@@ -63,14 +63,21 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
             raise FileNotFoundError(f"{previous}: warm start needs the previous round's weights")
         warm = str(previous)
     return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
-                         warm, cfg=ctx.cfg.ray, progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations, elapsed))
+                         warm, cfg=ctx.cfg.ray, progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations,
+                                                                     ctx.cfg.train.batch_size, elapsed))
 
 
-def training_progress(dst: Path, iterations: int, elapsed: float) -> str:
-    """"train: iteration 40/120, loss 0.3120, 25s, ETA 50s" from the last row of `dst/log.csv` (the engine's log)."""
+def training_progress(dst: Path, iterations: int, batch_size: int, elapsed: float) -> str:
+    """"train: iteration 40/120, loss 0.3120, 25s, ETA 50s" from the last row of `dst/log.csv` (the engine's log).
+
+    The ETA is the remaining iterations at the logged images/s, from the time that row was written."""
     try:
-        row = (dst / "log.csv").read_text().strip().splitlines()[-1].split(",")
-        done, loss = int(row[0]), float(row[1])
+        log = dst / "log.csv"
+        row = log.read_text().strip().splitlines()[-1].split(",")
+        done, loss, images_per_s = int(row[0]), float(row[1]), float(row[3])
+        since = max(time.time() - log.stat().st_mtime, 0.0)
     except (OSError, IndexError, ValueError):
         return f"train: starting, {iterations} iterations, {elapsed:.0f}s"
-    return f"train: iteration {done}/{iterations}, loss {loss:.4f}, {elapsed:.0f}s, ETA {eta(elapsed, done, iterations)}"
+    left = (iterations - done) * batch_size / images_per_s - since if images_per_s > 0 else None
+    return (f"train: iteration {done}/{iterations}, loss {loss:.4f}, {elapsed:.0f}s, "
+            f"ETA {'?' if left is None else f'{max(left, 0):.0f}s'}")
