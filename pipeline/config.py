@@ -139,6 +139,7 @@ class RoundsConfig:
     warm_start: bool = True  # round k starts from round k-1's weights (false = from the pretrained backbone)
     scales: tuple[float, ...] = (1.0,)  # test-time scales when predicting the training images
     flip: bool = True  # add horizontally flipped predictions
+    blend: float = field(default=0.0, metadata=_range(0.0, 1.0))  # share of the round's training labels (soft map) mixed into the prediction; 0 = network only
     confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # predicted pixels below this become ignore
     other_classes: str = field(default="ignore", metadata=_choices("ignore", "keep"))  # pixels the net gives an unlabelled class
     other_classes_from_round: int = field(default=2, metadata=_range(1))  # from this round on, `keep` applies

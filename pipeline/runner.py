@@ -37,7 +37,7 @@ from .config import Config, ConfigError
 from .demo_data import ensure_demo
 from .io import atomic_write_bytes, load_mask, read_json, write_json
 from .parallel import ray_session
-from .stage import StageContext
+from .stage import StageContext, training_labels
 from .weak_data import load_weak_dataset
 
 SCORING_KEYS = ("masks", "gt_foreground_value", "gt_ignore_values")  # data keys that change scores, not outputs
@@ -53,7 +53,7 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
     "train": lambda c: {"model": dataclasses.asdict(c.model), "train": dataclasses.asdict(c.train),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed},
     "predict": lambda c: {k: getattr(c.rounds, k) for k in
-                          ("scales", "flip", "confidence", "other_classes", "other_classes_from_round")},
+                          ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
 }
 
 
@@ -70,13 +70,11 @@ class Step:
 def plan(cfg: Config) -> list[Step]:
     """Every step of the run in order."""
     steps = [Step("coarse", coarse, "coarse", None, 0, True), Step("crf", crf, "crf", "coarse", 0, True)]
-    previous = "crf"
     for k in range(1, cfg.rounds.count + 1):
         r = f"round{k}"
-        steps += [Step(f"{r}/train", train, "train", previous, k, False),
+        steps += [Step(f"{r}/train", train, "train", training_labels(k), k, False),
                   Step(f"{r}/predict", predict, "predict", f"{r}/train", k, True),
                   Step(f"{r}/crf", crf, "crf", f"{r}/predict", k, True)]
-        previous = f"{r}/crf"
     return steps
 
 

@@ -37,6 +37,11 @@ class StageContext:
     round: int = 0  # 0 before the recursive rounds, k inside round k
 
 
+def training_labels(round_: int) -> str:
+    """Folder (below the run directory) of the pseudo-labels round `round_` trains on: the previous round's CRF."""
+    return "crf" if round_ <= 1 else f"round{round_ - 1}/crf"
+
+
 def pending(records: tuple[Record, ...] | list[Record], dst: Path) -> list[Record]:
     """Records whose output `dst/<stem>.png` does not exist yet."""
     return [r for r in records if not (dst / f"{r.stem}.png").exists()]

@@ -7,6 +7,12 @@ One device task (GPU when the cluster has one) loads `src/model.pt` once and, fo
 mirrored image) and then `dst/<stem>.png` (the pseudo-label: arg-max, 255 where the top probability is below
 `rounds.confidence`). Killed midway, a rerun predicts only the images without a `.png`.
 
+Label blending (`rounds.blend` = b > 0): the stored soft map is (1 - b) x the network's (after the class restriction
+below) + b x the soft map of the labels this round trained on (`<run>/crf` in round 1, `round{k-1}/crf` after), over
+the union of their class ids. The network and the previous labels make partly independent errors, so their average
+is a better start for the CRF than either alone; it is the label-side moving average of self-training (temporal
+ensembling, Laine & Aila 2017) and keeps one poorly fitted round from undoing the previous round's labels.
+
 Objects of classes the image is not labelled with (the source paper's multi-category images: one label, two kinds
 of object). The network sees every class across the data set, so on such an image it may put mass on a class the
 label does not name. How those pixels are treated (`rounds.other_classes`):
@@ -26,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.io import IGNORE, read_image, save_mask, save_probs
+from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
 from pipeline.parallel import eta, run_on_device
-from pipeline.stage import Record, StageContext, pending
+from pipeline.stage import Record, StageContext, pending, training_labels
 
 OTHER_CLASS_MIN_AREA = 0.01  # share of the image an unlabelled class must win to be kept (`keep` mode)
 
@@ -52,7 +58,18 @@ def restrict_classes(probs: np.ndarray, label: int, keep_other: bool) -> tuple[n
     return kept.astype(np.float32), class_ids, dropped
 
 
-def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int) -> dict:
+def blend_probs(probs: np.ndarray, class_ids: np.ndarray, prev: np.ndarray, prev_ids: np.ndarray,
+                weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """(1 - weight) x probs + weight x prev over the union of the class ids; returns (soft map, ids)."""
+    ids = np.union1d(class_ids, prev_ids).astype(np.int32)
+    out = np.zeros((len(ids),) + probs.shape[1:], np.float32)
+    out[np.searchsorted(ids, class_ids)] += (1.0 - weight) * probs
+    out[np.searchsorted(ids, prev_ids)] += weight * prev
+    return out / np.maximum(out.sum(axis=0, keepdims=True), 1e-8), ids
+
+
+def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
+                 labels: str) -> dict:
     """Device task: load the round's weights once, write every pending record's soft map and pseudo-label."""
     import torch
 
@@ -73,6 +90,12 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
         image = read_image(record.image, cfg.data.max_pixels)
         probs = predict_probs(model, image, scales=cfg.rounds.scales, flip=cfg.rounds.flip, device=device)
         soft, class_ids, dropped = restrict_classes(probs, record.label, keep_other)
+        if cfg.rounds.blend > 0:
+            prev, prev_ids = load_probs(Path(labels) / f"{record.stem}.npz")
+            if prev.shape[1:] != soft.shape[1:]:
+                raise ValueError(f"{Path(labels) / record.stem}.npz: soft map {prev.shape[1:]} does not match the "
+                                 f"image {soft.shape[1:]} ({record.image})")
+            soft, class_ids = blend_probs(soft, class_ids, prev, prev_ids, cfg.rounds.blend)
         mask = confident_argmax(soft, class_ids, cfg.rounds.confidence)
         mask[dropped] = IGNORE
         save_probs(out / f"{record.stem}.npz", soft, class_ids)
@@ -98,6 +121,6 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
     start = time.time()
     todo = len(pending(ctx.records, dst))
     summary = run_on_device(predict_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst),
-                            ctx.round, cfg=ctx.cfg.ray,
+                            ctx.round, str(ctx.run_dir / training_labels(ctx.round)), cfg=ctx.cfg.ray,
                             progress=lambda elapsed: prediction_progress(ctx.records, dst, todo, elapsed))
     return {**summary, "skipped": len(ctx.records) - todo, "seconds": round(time.time() - start, 2)}

@@ -1,0 +1,60 @@
+"""Stage `predict`: the class restriction for unlabelled classes, label blending, and the stage's wiring."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fake_run import CLASSES, LABELS, SIDE, STEMS, make_run
+from pipeline.io import load_mask, load_probs, save_probs
+from pipeline.stage import StageContext, training_labels
+from pipeline.weak_data import load_weak_dataset
+from stages import predict
+
+
+def test_restrict_classes_by_hand():
+    probs = np.zeros((4, 1, 4), np.float32)  # 4 classes, 4 pixels; image label 1
+    probs[:, 0, 0] = (0.7, 0.2, 0.1, 0.0)  # background wins
+    probs[:, 0, 1] = (0.1, 0.6, 0.2, 0.1)  # the label wins
+    probs[:, 0, 2] = (0.1, 0.1, 0.6, 0.2)  # unlabelled class 2 wins (25 % of the image)
+    probs[:, 0, 3] = (0.2, 0.2, 0.2, 0.4)  # unlabelled class 3 wins
+    soft, ids, dropped = predict.restrict_classes(probs, 1, keep_other=False)
+    assert ids.tolist() == [0, 1] and dropped.tolist() == [[False, False, True, True]]
+    np.testing.assert_allclose(soft[:, 0, 0], (0.7 / 0.9, 0.2 / 0.9), rtol=1e-6)  # renormalised over {0, 1}
+    soft, ids, dropped = predict.restrict_classes(probs, 1, keep_other=True)  # both win >= 1 % of the pixels
+    assert ids.tolist() == [0, 1, 2, 3] and not dropped.any()
+
+
+def test_blend_probs_by_hand():
+    net = np.array([[[0.8]], [[0.2]]], np.float32)  # ids (0, 1)
+    prev = np.array([[[0.1]], [[0.3]], [[0.6]]], np.float32)  # ids (0, 1, 2)
+    out, ids = predict.blend_probs(net, np.array([0, 1]), prev, np.array([0, 1, 2]), 0.25)
+    assert ids.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(out[:, 0, 0], (0.75 * 0.8 + 0.25 * 0.1, 0.75 * 0.2 + 0.25 * 0.3, 0.25 * 0.6),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("blend", [0.0, 1.0])
+def test_stage_blends_with_the_labels_the_round_trained_on(tmp_path, blend):
+    run_dir, cfg = make_run(tmp_path)
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=blend, flip=False))
+    assert training_labels(1) == "crf" and training_labels(3) == "round2/crf"
+    rng = np.random.default_rng(0)
+    labels = {}
+    for stem in STEMS:  # hand-made soft labels in crf/: a random pattern no network would predict
+        fg = (rng.random((SIDE, SIDE)) < 0.5).astype(np.float32)
+        save_probs(run_dir / "crf" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, LABELS[stem]])
+        labels[stem] = np.where(fg > 0, LABELS[stem], 0)
+    data = load_weak_dataset(cfg.data)
+    ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=1)
+    out = tmp_path / "predicted"
+    predict.run(ctx, run_dir / "round1" / "train", out)
+    for stem in STEMS:
+        mask = load_mask(out / f"{stem}.png")
+        probs, ids = load_probs(out / f"{stem}.npz")
+        assert ids.tolist() == [0, LABELS[stem]] and mask.shape == (SIDE, SIDE)
+        if blend == 1.0:  # the labels come back unchanged
+            np.testing.assert_array_equal(mask, labels[stem])
+        else:  # the untrained network's map is smooth, nothing like the random pattern
+            assert (mask == labels[stem]).mean() < 0.8
