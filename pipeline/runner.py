@@ -78,11 +78,20 @@ def plan(cfg: Config) -> list[Step]:
     return steps
 
 
+def stage_keys(cfg: Config, step: Step) -> dict:
+    """The config keys `step` depends on. Round 1 trains from the pretrained backbone whatever `rounds.warm_start`
+    says, so its hash uses one fixed value there: switching warm_start keeps round 1 and redoes rounds 2+."""
+    keys = STAGE_KEYS[step.kind](cfg)
+    if step.kind == "train" and step.round <= 1:
+        keys["warm_start"] = True
+    return keys
+
+
 def step_hashes(cfg: Config, steps: list[Step]) -> dict[str, str]:
     """Hash of every step: its kind, its config keys and its input's hash."""
     hashes: dict[str, str] = {}
     for s in steps:
-        blob = json.dumps({"step": s.name, "keys": STAGE_KEYS[s.kind](cfg), "input": hashes.get(s.src or "")},
+        blob = json.dumps({"step": s.name, "keys": stage_keys(cfg, s), "input": hashes.get(s.src or "")},
                           sort_keys=True, default=list)
         hashes[s.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return hashes
@@ -127,7 +136,7 @@ def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
         _remove(dst)  # made with other inputs or settings (or never started properly)
     dst.mkdir(parents=True, exist_ok=True)
     manifest = {"stage": step.name, "hash": digest, "input": step.src, "round": step.round,
-                "config": STAGE_KEYS[step.kind](ctx.cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "config": stage_keys(ctx.cfg, step), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(manifest_path, manifest)
     print(f"[{step.name}] running", file=sys.stderr, flush=True)
     src = ctx.run_dir / step.src if step.src else None

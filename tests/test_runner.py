@@ -15,9 +15,9 @@ import stages.coarse
 import stages.crf
 import stages.predict
 import stages.train
-from pipeline.config import ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.io import load_mask, load_probs, read_json
-from pipeline.runner import plan, run_pipeline
+from pipeline.runner import plan, run_pipeline, step_hashes
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["data.demo_images=8", "model.width=16", "train.iterations=4", "train.batch_size=2", "train.crop=[64,64]",
@@ -137,3 +137,10 @@ def test_rounds_stop_when_labels_stop_changing(tiny_run, tmp_path, monkeypatch):
     # every change is below 100 %: the run stops after round 1 and never trains rounds 2 or 3
     assert [r["name"] for r in scores["stages"]][-1] == "round1/crf"
     assert not (run_dir / "round3").exists()
+
+
+def test_warm_start_switch_keeps_round1_and_redoes_later_rounds():
+    on, off = Config(), load_config(overrides=["rounds.warm_start=false"])
+    h_on, h_off = step_hashes(on, plan(on)), step_hashes(off, plan(off))
+    assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] == h_off["round1/train"]  # round 1 never warm-starts
+    assert h_on["round2/train"] != h_off["round2/train"] and h_on["round2/crf"] != h_off["round2/crf"]
