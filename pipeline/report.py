@@ -214,6 +214,9 @@ def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Pat
     run_dir = Path(cfg.run.root) / cfg.run.name
     if not (run_dir / "scores.json").is_file():
         raise RunError(f"{run_dir / 'scores.json'}: not found: run `coarse2fine run` first")
+    if cfg.rounds.foreground_network:
+        raise RunError(f"{run_dir}: rounds.foreground_network is true, so its network predicts foreground, not the "
+                       "data set's classes; the comparison with a class-aware full network needs a class-aware run")
     weak_model, classes, _ = load_run_model(run_dir)
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)

@@ -37,6 +37,15 @@ class StageContext:
     round: int = 0  # 0 before the recursive rounds, k inside round k
 
 
+FOREGROUND_CLASSES = ("background", "foreground")  # what a `rounds.foreground_network` network predicts
+
+
+def network_classes(cfg: Config, classes: tuple[str, ...]) -> tuple[str, ...]:
+    """The classes the rounds' network predicts: the data set's, or background / foreground with
+    `rounds.foreground_network` (every label is merged into one foreground class; see stages/predict.py)."""
+    return FOREGROUND_CLASSES if cfg.rounds.foreground_network else tuple(classes)
+
+
 def training_labels(round_: int) -> str:
     """Folder (below the run directory) of the pseudo-labels round `round_` trains on: the previous round's CRF."""
     return "crf" if round_ <= 1 else f"round{round_ - 1}/crf"

@@ -22,6 +22,7 @@ from torch import nn
 from .config import Config, ConfigError, ModelConfig, build
 from .io import read_json
 from .models import build_model
+from .stage import network_classes
 
 
 class RunError(ValueError):
@@ -87,7 +88,8 @@ def load_checkpoint_model(checkpoint: Path, model_cfg: ModelConfig, classes: Seq
 
 
 def load_run_model(run_dir: Path, round: int | None = None) -> tuple[nn.Module, tuple[str, ...], Config]:
-    """The network of the last finished round of `run_dir` (or of `round`), its classes and the run's config."""
+    """The network of the last finished round of `run_dir` (or of `round`), the classes it predicts (background /
+    foreground for a `rounds.foreground_network` run) and the run's config."""
     run_dir = Path(run_dir)
     cfg, classes, _ = read_run(run_dir)
     if round is None:
@@ -100,4 +102,5 @@ def load_run_model(run_dir: Path, round: int | None = None) -> tuple[nn.Module, 
     if not (train_dir / "DONE").is_file():
         state = "was not started" if not train_dir.is_dir() else "is incomplete (no DONE marker)"
         raise RunError(f"{train_dir}: round {round} training {state}")
+    classes = network_classes(cfg, classes)
     return load_checkpoint_model(train_dir / "model.pt", cfg.model, classes), classes, cfg

@@ -148,9 +148,10 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, records: tuple[Record, ...] | list[Record], mask_dir: Path, transform, max_pixels: int,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, foreground_only: bool = False):
         self.records, self.mask_dir, self.transform, self.max_pixels = list(records), Path(mask_dir), transform, max_pixels
         self.num_classes = num_classes  # given: a mask value >= num_classes (other than 255) raises DatasetError
+        self.foreground_only = foreground_only  # every class id >= 1 becomes 1 (after the check above)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -164,6 +165,8 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
                                f"{record.image} {image.shape[:2]}")
         if self.num_classes is not None:
             _check_values(self.mask_dir / f"{record.stem}.png", mask, self.num_classes, (IGNORE,), "ignore")
+        if self.foreground_only:
+            mask = np.where((mask > 0) & (mask != IGNORE), 1, mask).astype(np.uint8)
         return image, mask
 
     def get(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

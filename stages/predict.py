@@ -7,6 +7,12 @@ One device task (GPU when the cluster has one) loads `src/model.pt` once and, fo
 mirrored image) and then `dst/<stem>.png` (the pseudo-label: arg-max, 255 where the top probability is below
 `rounds.confidence`). Killed midway, a rerun predicts only the images without a `.png`.
 
+Foreground network (`rounds.foreground_network`): the network was trained on foreground vs background (stages/train.py
+merges every class into one), so its foreground probability becomes the image's label: the soft map is stored over
+{background, label}. Use it when a class-aware network cannot learn the classes from the few images each has
+(COCO-MVal: 80 classes, ~5 photos each; the class-aware round-1 network ended at loss 2.2 and predicted almost only
+background). Unlabelled classes cannot be told apart then, so `rounds.other_classes` does not apply.
+
 Label blending (`rounds.blend` = b > 0): the stored soft map is (1 - b) x the network's (after the class restriction
 below) + b x the soft map of the labels this round trained on (`<run>/crf` in round 1, `round{k-1}/crf` after), over
 the union of their class ids. The network and the previous labels make partly independent errors, so their average
@@ -80,7 +86,8 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device("auto")
-    model = build_model(cfg.model, num_classes)
+    foreground_only = cfg.rounds.foreground_network
+    model = build_model(cfg.model, 2 if foreground_only else num_classes)
     model.load_state_dict(torch.load(Path(src) / "model.pt", map_location="cpu", weights_only=True))
     model.to(device).eval()
     keep_other = cfg.rounds.other_classes == "keep" and round_ >= cfg.rounds.other_classes_from_round
@@ -89,7 +96,10 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
     for record in pending(records, out):
         image = read_image(record.image, cfg.data.max_pixels)
         probs = predict_probs(model, image, scales=cfg.rounds.scales, flip=cfg.rounds.flip, device=device)
-        soft, class_ids, dropped = restrict_classes(probs, record.label, keep_other)
+        if foreground_only:  # [background, foreground] -> [background, the image's label]
+            soft, class_ids, dropped = probs, np.array([0, record.label], np.int32), np.zeros(probs.shape[1:], bool)
+        else:
+            soft, class_ids, dropped = restrict_classes(probs, record.label, keep_other)
         if cfg.rounds.blend > 0:
             prev, prev_ids = load_probs(Path(labels) / f"{record.stem}.npz")
             if prev.shape[1:] != soft.shape[1:]:

@@ -26,7 +26,10 @@ from pipeline.stage import Record, StageContext
 
 def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
                warm_start: str | None) -> dict:
-    """Device task: build the network, optionally load warm-start weights, train, return a small summary."""
+    """Device task: build the network, optionally load warm-start weights, train, return a small summary.
+
+    `num_classes` is the data set's; with `rounds.foreground_network` the network has 2 outputs and every
+    pseudo-label class >= 1 is trained as foreground."""
     import torch
 
     from pipeline.engine import train_model
@@ -37,12 +40,14 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.run.seed + round_)
-    model = build_model(cfg.model, num_classes)
+    foreground_only = cfg.rounds.foreground_network
+    model = build_model(cfg.model, 2 if foreground_only else num_classes)
     if warm_start:
         model.load_state_dict(torch.load(warm_start, map_location="cpu", weights_only=True))
     transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter,
                                model.mean, model.std)
-    dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes)
+    dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes,
+                                 foreground_only=foreground_only)
     start = time.time()
     path = train_model(model, dataset, cfg.train, Path(dst), seed=cfg.run.seed + round_, resume=True)
     return {"model": str(path), "iterations": cfg.train.iterations, "seconds": round(time.time() - start, 2),

@@ -5,12 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from fake_run import CLASSES, LABELS, SIDE, STEMS, make_run
 from pipeline.io import load_mask, load_probs, save_probs
 from pipeline.stage import StageContext, training_labels
-from pipeline.weak_data import load_weak_dataset
-from stages import predict
+from pipeline.weak_data import PseudoLabelDataset, load_weak_dataset
+from stages import predict, train
 
 
 def test_restrict_classes_by_hand():
@@ -58,3 +59,22 @@ def test_stage_blends_with_the_labels_the_round_trained_on(tmp_path, blend):
             np.testing.assert_array_equal(mask, labels[stem])
         else:  # the untrained network's map is smooth, nothing like the random pattern
             assert (mask == labels[stem]).mean() < 0.8
+
+
+def test_foreground_network_trains_two_outputs_and_names_the_label(tmp_path):
+    run_dir, cfg = make_run(tmp_path)
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, foreground_network=True))
+    data = load_weak_dataset(cfg.data)
+    dataset = PseudoLabelDataset(data.records, run_dir / "crf", None, cfg.data.max_pixels, num_classes=3,
+                                 foreground_only=True)
+    _, mask = dataset.load(STEMS.index("b"))  # label 2 ("bar") -> 1; ignore stays 255
+    assert set(np.unique(mask).tolist()) == {0, 1, 255}
+    ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=1)
+    train.run(ctx, run_dir / "crf", tmp_path / "train")
+    state = torch.load(tmp_path / "train" / "model.pt", weights_only=True)
+    assert state["head.classify.weight"].shape[0] == 2  # foreground vs background, not 3 classes
+    predict.run(ctx, tmp_path / "train", tmp_path / "pred")
+    for stem in STEMS:
+        _, ids = load_probs(tmp_path / "pred" / f"{stem}.npz")
+        assert ids.tolist() == [0, LABELS[stem]]
+        assert set(np.unique(load_mask(tmp_path / "pred" / f"{stem}.png")).tolist()) <= {0, LABELS[stem]}
