@@ -51,8 +51,9 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},
     "train": lambda c: {"model": dataclasses.asdict(c.model), "train": dataclasses.asdict(c.train),
-                        "warm_start": c.rounds.warm_start, "foreground_network": c.rounds.foreground_network,
-                        "seed": c.run.seed},
+                        "warm_start": c.rounds.warm_start, "seed": c.run.seed,
+                        # only when on, so that runs made before this option keep their hashes
+                        **({"foreground_network": True} if c.rounds.foreground_network else {})},
     "predict": lambda c: {k: getattr(c.rounds, k) for k in
                           ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
 }

@@ -144,3 +144,9 @@ def test_warm_start_switch_keeps_round1_and_redoes_later_rounds():
     h_on, h_off = step_hashes(on, plan(on)), step_hashes(off, plan(off))
     assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] == h_off["round1/train"]  # round 1 never warm-starts
     assert h_on["round2/train"] != h_off["round2/train"] and h_on["round2/crf"] != h_off["round2/crf"]
+
+
+def test_foreground_network_switch_redoes_training():
+    on, off = load_config(overrides=["rounds.foreground_network=true"]), Config()
+    h_on, h_off = step_hashes(on, plan(on)), step_hashes(off, plan(off))
+    assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] != h_off["round1/train"]
