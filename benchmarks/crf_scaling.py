@@ -12,8 +12,11 @@ with a centre-Gaussian coarse soft map per image; stems are distinct files, imag
 (like several COCO-MVal files sharing one photo). Nothing is downloaded. Peak memory is sampled every 0.1 s from
 /proc (RSS of this process and of this benchmark's own Ray processes).
 
-Measured on the shared 2-core machine while other users kept the load average at 7-16 (so wall-clock numbers
-mostly measure them; the CPU-seconds line is the one that shows Ray's own overhead):
+Measured on the 2-core machine with nothing else running (2026-12-02): speed, 200 images: serial 4.65/s, Ray
+9.59/s -> speed-up 2.06x, parallel efficiency 1.03 (CPU-cost efficiency 1.04: the serial run pays Python start-up
+per image that Ray's warm workers amortise).
+Earlier, while other users kept the load average at 7-16 (so wall-clock numbers mostly measured them; the
+CPU-seconds line is the one that shows Ray's own overhead):
 - speed, 200 images: serial 1.81/s, Ray 2.58/s -> wall efficiency 0.71 (load 10); another run at load 7: 0.48.
   CPU seconds per image: serial 0.266, Ray 0.273 + driver 0.003 -> CPU-cost efficiency 0.97 (0.95 on 12 images).
 - memory, Ray on 2 CPUs: 200 images -> driver 158 MiB, all Ray processes 838 MiB, largest 174 MiB;
