@@ -68,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluation_gallery(cfg, dataset, pred: Path, scores: dict, out: Path, count: int) -> list:
     """gallery_{best,worst}_<i>.png: image | ground truth | prediction | prediction over the image."""
-    from pipeline.gallery import write_gallery
+    from pipeline.gallery import caption, write_gallery
     from pipeline.io import read_image
     from pipeline.predict_images import colorize, overlay
     from pipeline.weak_data import load_ground_truth
@@ -80,10 +80,9 @@ def evaluation_gallery(cfg, dataset, pred: Path, scores: dict, out: Path, count:
         record = records[stem]
         image, mask = read_image(record.image, cfg.data.max_pixels), prediction(pred, stem)
         gt = load_ground_truth(record, cfg.data, len(dataset.classes))
-        label = dataset.classes[record.label] if 0 <= record.label < len(dataset.classes) else str(record.label)
         panels = [("image", image), ("ground truth", colorize(gt)), ("prediction", colorize(mask)),
                   ("overlay", overlay(image, mask))]
-        return panels, f"{stem} ({label}): fg Jaccard {scores['per_image'][stem]:.3f}"
+        return panels, caption(stem, dataset.classes, record.label, scores["per_image"][stem])
 
     return write_gallery(scores.get("per_image") or {}, count, panels_for, out)
 

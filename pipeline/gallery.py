@@ -21,6 +21,12 @@ from .report_plots import plot_panels
 Panels = Sequence[tuple[str, "np.ndarray | None"]]  # (title, RGB uint8 [H, W, 3] or None = not available)
 
 
+def caption(stem: str, classes: Sequence[str], label: int, score: float) -> str:
+    """"<stem> (<class name>): fg Jaccard 0.812", the line above every gallery row."""
+    name = classes[label] if 0 <= label < len(classes) else str(label)
+    return f"{stem} ({name}): fg Jaccard {score:.3f}"
+
+
 def best_and_worst(per_image: dict[str, float | None], count: int) -> tuple[list[str], list[str]]:
     """The `count` highest- and lowest-scoring stems (ties broken by stem), best first / worst first."""
     ranked = sorted((float(v), s) for s, v in per_image.items() if v is not None)

@@ -39,7 +39,7 @@ from . import report_plots as plots
 from .config import Config
 from .demo_data import ensure_demo
 from .engine import resolve_device, train_model
-from .gallery import write_gallery
+from .gallery import caption, write_gallery
 from .inference import evaluate
 from .io import atomic_write_bytes, load_mask, read_image, read_json, write_json
 from .models import build_model
@@ -89,8 +89,7 @@ def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, 
         for title, sub in (("coarse", "coarse"), ("CRF", "crf"), (f"final ({final['dir']})", final["dir"])):
             png = run_dir / sub / f"{stem}.png"
             panels.append((title, colorize(load_mask(png)) if png.is_file() else None))
-        label = classes[record.label] if 0 <= record.label < len(classes) else str(record.label)
-        return panels, f"{stem} ({label}): fg Jaccard {per_image[stem]:.3f}"
+        return panels, caption(stem, classes, record.label, per_image[stem])
 
     written = write_gallery(per_image, count, panels_for, out_dir)
     parts = []

@@ -40,6 +40,11 @@ class StageContext:
 FOREGROUND_CLASSES = ("background", "foreground")  # what a `rounds.foreground_network` network predicts
 
 
+def network_outputs(cfg: Config, num_classes: int) -> int:
+    """Output channels of the rounds' network for a data set of `num_classes` classes (see network_classes)."""
+    return len(FOREGROUND_CLASSES) if cfg.rounds.foreground_network else num_classes
+
+
 def network_classes(cfg: Config, classes: tuple[str, ...]) -> tuple[str, ...]:
     """The classes the rounds' network predicts: the data set's, or background / foreground with
     `rounds.foreground_network` (every label is merged into one foreground class; see stages/predict.py)."""

@@ -41,7 +41,7 @@ from pipeline.config import Config
 from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
 from pipeline.parallel import eta, run_on_device
-from pipeline.stage import Record, StageContext, pending, training_labels
+from pipeline.stage import Record, StageContext, network_outputs, pending, training_labels
 
 OTHER_CLASS_MIN_AREA = 0.01  # share of the image an unlabelled class must win to be kept (`keep` mode)
 
@@ -86,8 +86,7 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device("auto")
-    foreground_only = cfg.rounds.foreground_network
-    model = build_model(cfg.model, 2 if foreground_only else num_classes)
+    model = build_model(cfg.model, network_outputs(cfg, num_classes))
     model.load_state_dict(torch.load(Path(src) / "model.pt", map_location="cpu", weights_only=True))
     model.to(device).eval()
     keep_other = cfg.rounds.other_classes == "keep" and round_ >= cfg.rounds.other_classes_from_round
@@ -96,7 +95,7 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
     for record in pending(records, out):
         image = read_image(record.image, cfg.data.max_pixels)
         probs = predict_probs(model, image, scales=cfg.rounds.scales, flip=cfg.rounds.flip, device=device)
-        if foreground_only:  # [background, foreground] -> [background, the image's label]
+        if cfg.rounds.foreground_network:  # [background, foreground] -> [background, the image's label]
             soft, class_ids, dropped = probs, np.array([0, record.label], np.int32), np.zeros(probs.shape[1:], bool)
         else:
             soft, class_ids, dropped = restrict_classes(probs, record.label, keep_other)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.parallel import run_on_device
-from pipeline.stage import Record, StageContext
+from pipeline.stage import Record, StageContext, network_outputs
 
 
 def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
@@ -40,14 +40,13 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.run.seed + round_)
-    foreground_only = cfg.rounds.foreground_network
-    model = build_model(cfg.model, 2 if foreground_only else num_classes)
+    model = build_model(cfg.model, network_outputs(cfg, num_classes))
     if warm_start:
         model.load_state_dict(torch.load(warm_start, map_location="cpu", weights_only=True))
     transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter,
                                model.mean, model.std)
     dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes,
-                                 foreground_only=foreground_only)
+                                 foreground_only=cfg.rounds.foreground_network)
     start = time.time()
     path = train_model(model, dataset, cfg.train, Path(dst), seed=cfg.run.seed + round_, resume=True)
     return {"model": str(path), "iterations": cfg.train.iterations, "seconds": round(time.time() - start, 2),
