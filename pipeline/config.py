@@ -137,6 +137,7 @@ class RoundsConfig:
     count: int = field(default=2, metadata=_range(0, 50))  # recursive train -> predict -> crf rounds
     min_change: float = field(default=0.0, metadata=_range(0.0, 1.0))  # stop early when <this fraction of pixels change
     warm_start: bool = True  # round k starts from round k-1's weights (false = from the pretrained backbone)
+    lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0))  # round k trains at train.lr x lr_decay^(k-1): later rounds fine-tune; 1 = same lr every round
     foreground_network: bool = False  # the network learns foreground vs background only; each image's label names its foreground (many classes, few images each)
     scales: tuple[float, ...] = (1.0,)  # test-time scales when predicting the training images
     flip: bool = True  # add horizontally flipped predictions

@@ -53,7 +53,8 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
     "train": lambda c: {"model": dataclasses.asdict(c.model), "train": dataclasses.asdict(c.train),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed,
                         # only when on, so that runs made before this option keep their hashes
-                        **({"foreground_network": True} if c.rounds.foreground_network else {})},
+                        **({"foreground_network": True} if c.rounds.foreground_network else {}),
+                        **({"lr_decay": c.rounds.lr_decay} if c.rounds.lr_decay != 1.0 else {})},
     "predict": lambda c: {k: getattr(c.rounds, k) for k in
                           ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
 }
@@ -81,11 +82,13 @@ def plan(cfg: Config) -> list[Step]:
 
 
 def stage_keys(cfg: Config, step: Step) -> dict:
-    """The config keys `step` depends on. Round 1 trains from the pretrained backbone whatever `rounds.warm_start`
-    says, so its hash uses one fixed value there: switching warm_start keeps round 1 and redoes rounds 2+."""
+    """The config keys `step` depends on. Round 1 trains from the pretrained backbone at `train.lr` whatever
+    `rounds.warm_start` and `rounds.lr_decay` say, so its hash leaves them out: switching either keeps round 1 and
+    redoes rounds 2+."""
     keys = STAGE_KEYS[step.kind](cfg)
     if step.kind == "train" and step.round <= 1:
         keys["warm_start"] = True
+        keys.pop("lr_decay", None)  # round 1 trains at train.lr whatever the decay
     return keys
 
 

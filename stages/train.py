@@ -12,14 +12,17 @@ The whole training run is one device task (`pipeline.parallel.run_on_device`): a
 and configs travel to the task; it reads images and masks from disk.
 
 Round k > 1 with `rounds.warm_start` starts from round k-1's `model.pt` (otherwise from the ImageNet backbone).
+Round k trains at peak learning rate `train.lr x rounds.lr_decay^(k-1)`: with warm start and a decay below 1 the
+later rounds fine-tune the previous round's network on its refined labels rather than restart its schedule.
 The seed of round k is `run.seed + k`, so rounds draw different crops but a rerun draws the same ones.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.config import Config, TrainConfig
 from pipeline.parallel import run_on_device
 from pipeline.stage import Record, StageContext, network_outputs
 
@@ -48,9 +51,15 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
     dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes,
                                  foreground_only=cfg.rounds.foreground_network)
     start = time.time()
-    path = train_model(model, dataset, cfg.train, Path(dst), seed=cfg.run.seed + round_, resume=True)
-    return {"model": str(path), "iterations": cfg.train.iterations, "seconds": round(time.time() - start, 2),
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    train_cfg = round_train_config(cfg, round_)
+    path = train_model(model, dataset, train_cfg, Path(dst), seed=cfg.run.seed + round_, resume=True)
+    return {"model": str(path), "iterations": cfg.train.iterations, "lr": train_cfg.lr,
+            "seconds": round(time.time() - start, 2), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def round_train_config(cfg: Config, round_: int) -> TrainConfig:
+    """`cfg.train` with round `round_`'s peak learning rate, train.lr x rounds.lr_decay^(round_ - 1)."""
+    return dataclasses.replace(cfg.train, lr=cfg.train.lr * cfg.rounds.lr_decay ** (round_ - 1))
 
 
 def run(ctx: StageContext, src: Path, dst: Path) -> dict:

@@ -18,6 +18,7 @@ import stages.train
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.io import load_mask, load_probs, read_json
 from pipeline.runner import plan, run_pipeline, step_hashes
+from stages.train import round_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["data.demo_images=8", "model.width=16", "train.iterations=4", "train.batch_size=2", "train.crop=[64,64]",
@@ -150,3 +151,15 @@ def test_foreground_network_switch_redoes_training():
     on, off = load_config(overrides=["rounds.foreground_network=true"]), Config()
     h_on, h_off = step_hashes(on, plan(on)), step_hashes(off, plan(off))
     assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] != h_off["round1/train"]
+
+
+def test_lr_decay_keeps_round1_and_lowers_later_rounds_lr():
+    decayed, plain = load_config(overrides=["rounds.lr_decay=0.5", "rounds.count=3"]), load_config(
+        overrides=["rounds.count=3"])
+    h_dec, h_plain = step_hashes(decayed, plan(decayed)), step_hashes(plain, plan(plain))
+    assert h_dec["round1/crf"] == h_plain["round1/crf"]  # round 1 trains at train.lr either way
+    assert h_dec["round2/train"] != h_plain["round2/train"]
+    lr = decayed.train.lr
+    assert [round_train_config(decayed, k).lr for k in (1, 2, 3)] == pytest.approx([lr, lr / 2, lr / 4])
+    assert round_train_config(decayed, 3).iterations == decayed.train.iterations  # only the lr changes
+    assert round_train_config(plain, 3).lr == plain.train.lr
