@@ -1,14 +1,17 @@
 """CamVid under a fixed CPU time budget: the `lite` network with SRM+CRM on vs both off, same seed and budget.
 
-    nice -n 5 .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant on --minutes 20
-    nice -n 5 .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant off --minutes 20
+    .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant on --minutes 20 --amp-cpu
+    .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant off --minutes 20 --amp-cpu
 
-Setting (configs/full_camvid.yaml with CPU overrides, close to ANCHORS.md's reference runs): images at
-`--input-scale` of 360x480, crops `--crop`, random scale 0.75-1.5, flip, batch `--batch`, AdamW lr 1e-3 wd 1e-4,
-poly 0.9, seed 0; evaluated on all 101 val images at the same input scale with logits upsampled to 360x480, 11 is
-ignored. The poly schedule needs its length up front, so the script first times `--probe` training steps of the
-variant and sets iterations = budget / seconds-per-step; the printed JSON gives the iterations, the real training
-time and the val scores. The time per step depends on the machine's load at probe time (shared CPU).
+Run one variant at a time on an otherwise idle machine (two at once share the cores and thrash).
+Setting (configs/full_camvid.yaml with CPU overrides, ANCHORS.md's reference protocol): images at `--input-scale`
+of 360x480 (default 2/3: 240x320), crops `--crop` (240x320), random scale 0.75-1.5, flip, batch `--batch` (8),
+AdamW lr 1e-3 wd 1e-4, poly 0.9, seed 0, `--threads` 2; evaluated on all 101 val images at the same input scale
+with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp_cpu).
+The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
+and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
+iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
+anything else running then (or later) changes the real training time, printed as train_seconds.
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
             "train.lr=0.001", "train.weight_decay=0.0001", "train.backbone_lr_mult=1.0",
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
-            "train.num_workers=0", f"train.threads={args.threads}", "full.val_during_training=false"]
+            "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
+            "full.val_during_training=false"]
 
 
 def seconds_per_step(args: argparse.Namespace) -> float:
@@ -55,7 +59,9 @@ def seconds_per_step(args: argparse.Namespace) -> float:
         batch = [data.get(int(i), rng) for i in rng.integers(0, len(data), args.batch)]
         x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
         opt.zero_grad()
-        loss_fn(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp_cpu):  # as pipeline.engine does
+            out = model(x)
+        loss_fn({k: v.float() for k, v in out.items()}, y).backward()
         opt.step()
         if step > 0:
             times.append(time.time() - start)
@@ -68,24 +74,30 @@ def main() -> None:
     p.add_argument("--variant", choices=("on", "off"), required=True, help="SRM+CRM on, or both off")
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
     p.add_argument("--seed", type=int, default=0, help="run.seed")
-    p.add_argument("--input-scale", type=float, default=0.5, help="resize factor of the 360x480 images")
-    p.add_argument("--crop", type=int, nargs=2, default=(160, 224), help="training crop h w")
-    p.add_argument("--batch", type=int, default=4, help="images per step")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--probe", type=int, default=3, help="timed steps used to size the schedule")
+    p.add_argument("--input-scale", type=float, default=0.6667, help="resize factor of the 360x480 images")
+    p.add_argument("--crop", type=int, nargs=2, default=(240, 320), help="training crop h w")
+    p.add_argument("--batch", type=int, default=8, help="images per step")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--probe", type=int, default=10, help="timed steps used to size the schedule")
+    p.add_argument("--iterations", type=int, default=0, help="skip the probe and train this many iterations")
+    p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on CPU (train.amp_cpu)")
     p.add_argument("--out", default="runs/bench", help="run.root")
     args = p.parse_args()
 
     from stages.full import run
 
-    sec = seconds_per_step(args)
-    iterations = max(1, int(args.minutes * 60 / sec))
-    print(f"variant {args.variant}: {sec:.2f} s/step -> {iterations} iterations in {args.minutes} min", flush=True)
+    if args.iterations:
+        sec, iterations = args.minutes * 60 / args.iterations, args.iterations
+    else:
+        sec = seconds_per_step(args)
+        iterations = max(1, int(args.minutes * 60 / sec))
+        print(f"variant {args.variant}: {sec:.2f} s/step -> {iterations} iterations in {args.minutes} min", flush=True)
     cfg = load_config(CONFIG, overrides=overrides(args, iterations))
     start = time.time()
     summary = run(cfg)
     summary.update(variant=args.variant, seconds_per_step_probe=round(sec, 3), total_seconds=round(time.time() - start),
-                   budget_minutes=args.minutes, input_scale=args.input_scale, crop=list(args.crop), batch=args.batch)
+                   budget_minutes=args.minutes, input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
+                   amp_cpu=args.amp_cpu)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 

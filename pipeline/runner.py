@@ -47,10 +47,17 @@ def _data_keys(cfg: Config) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in SCORING_KEYS}
 
 
+def _train_keys(cfg: Config) -> dict:
+    keys = dataclasses.asdict(cfg.train)
+    if not keys["amp_cpu"]:  # only when on, so that runs made before this option keep their hashes
+        del keys["amp_cpu"]
+    return keys
+
+
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},
-    "train": lambda c: {"model": dataclasses.asdict(c.model), "train": dataclasses.asdict(c.train),
+    "train": lambda c: {"model": dataclasses.asdict(c.model), "train": _train_keys(c),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed,
                         # only when on, so that runs made before this option keep their hashes
                         **({"foreground_network": True} if c.rounds.foreground_network else {}),

@@ -181,3 +181,19 @@ def test_full_stage_trains_and_evaluates_a_folder_dataset(tmp_path):
     assert {"model.pt", "best.pt", "last.pt", "log.csv", "metrics.json"} <= {p.name for p in out.iterdir()}
     assert summary["val_images"] == 2 and summary["weights"] == "best.pt"
     assert 0.0 <= summary["miou"] <= 1.0 and set(summary["per_class_iou"]) == {"0", "1"}
+
+
+def test_amp_cpu_trains_in_bf16_and_still_learns(tmp_path):
+    seen = []
+    model = TinySegNet()
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    cfg = small_cfg(iterations=40, lr=0.05, checkpoint_every=20, log_every=10, optimizer="adamw", amp_cpu=True)
+    train_model(model, ColourSquares(), cfg, tmp_path, seed=0, device="cpu")
+    assert seen and set(seen) == {torch.bfloat16}  # the convolutions ran under bf16 autocast
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert float(rows[-1]["loss"]) < 0.5 * float(rows[0]["loss"])
+    off = []
+    plain = TinySegNet()
+    plain.head.register_forward_hook(lambda m, i, o: off.append(o.dtype))
+    train_model(plain, ColourSquares(), small_cfg(iterations=2), tmp_path / "fp32", seed=0, device="cpu")
+    assert set(off) == {torch.float32}  # default: CPU training stays in float32
