@@ -87,7 +87,7 @@ def main() -> None:
     from stages.full import run
 
     if args.iterations:
-        sec, iterations = args.minutes * 60 / args.iterations, args.iterations
+        sec, iterations = None, args.iterations  # no probe
     else:
         sec = seconds_per_step(args)
         iterations = max(1, int(args.minutes * 60 / sec))
@@ -95,7 +95,7 @@ def main() -> None:
     cfg = load_config(CONFIG, overrides=overrides(args, iterations))
     start = time.time()
     summary = run(cfg)
-    summary.update(variant=args.variant, seconds_per_step_probe=round(sec, 3), total_seconds=round(time.time() - start),
+    summary.update(variant=args.variant, seconds_per_step_probe=sec and round(sec, 3), total_seconds=round(time.time() - start),
                    budget_minutes=args.minutes, input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
                    amp_cpu=args.amp_cpu)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))

@@ -47,21 +47,21 @@ def _data_keys(cfg: Config) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in SCORING_KEYS}
 
 
-def _train_keys(cfg: Config) -> dict:
-    keys = dataclasses.asdict(cfg.train)
-    if not keys["amp_cpu"]:  # only when on, so that runs made before this option keep their hashes
-        del keys["amp_cpu"]
-    return keys
+def _unless_default(keys: dict, defaults: dict) -> dict:
+    """`keys` without the options in `defaults` that are at their default value: options added after runs were
+    made enter the hash only when set, so those runs keep their hashes."""
+    return {k: v for k, v in keys.items() if not (k in defaults and v == defaults[k])}
 
 
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},
-    "train": lambda c: {"model": dataclasses.asdict(c.model), "train": _train_keys(c),
+    "train": lambda c: {"model": dataclasses.asdict(c.model),
+                        "train": _unless_default(dataclasses.asdict(c.train), {"amp_cpu": False}),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed,
-                        # only when on, so that runs made before this option keep their hashes
-                        **({"foreground_network": True} if c.rounds.foreground_network else {}),
-                        **({"lr_decay": c.rounds.lr_decay} if c.rounds.lr_decay != 1.0 else {})},
+                        **_unless_default({"foreground_network": c.rounds.foreground_network,
+                                           "lr_decay": c.rounds.lr_decay},
+                                          {"foreground_network": False, "lr_decay": 1.0})},
     "predict": lambda c: {k: getattr(c.rounds, k) for k in
                           ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
 }

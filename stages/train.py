@@ -53,7 +53,7 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
     start = time.time()
     train_cfg = round_train_config(cfg, round_)
     path = train_model(model, dataset, train_cfg, Path(dst), seed=cfg.run.seed + round_, resume=True)
-    return {"model": str(path), "iterations": cfg.train.iterations, "lr": train_cfg.lr,
+    return {"model": str(path), "iterations": train_cfg.iterations, "lr": train_cfg.lr,
             "seconds": round(time.time() - start, 2), "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
