@@ -7,7 +7,9 @@ Run one variant at a time on an otherwise idle machine (two at once share the co
 Setting (configs/full_camvid.yaml with CPU overrides, ANCHORS.md's reference protocol): images at `--input-scale`
 of 360x480 (default 2/3: 240x320), crops `--crop` (240x320), random scale 0.75-1.5, flip, batch `--batch` (8),
 AdamW lr 1e-3 wd 1e-4, poly 0.9, seed 0, `--threads` 2; evaluated on all 101 val images at the same input scale
-with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp_cpu).
+with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp_cpu),
+`--channels-last` in the channels_last memory format (train.channels_last_cpu), `--ohem` with online hard example
+mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -41,7 +43,8 @@ def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
             "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
-            "full.val_during_training=false"]
+            f"train.channels_last_cpu={str(args.channels_last).lower()}", f"train.ohem={str(args.ohem).lower()}",
+            "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false"]
 
 
 def seconds_per_step(args: argparse.Namespace) -> float:
@@ -49,15 +52,18 @@ def seconds_per_step(args: argparse.Namespace) -> float:
     cfg = load_config(CONFIG, overrides=overrides(args, 100))
     torch.set_num_threads(args.threads)
     model = make_model(cfg, 11).train()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format  # as pipeline.engine
+    model = model.to(memory_format=memory_format)
     data = make_train_set(cfg, model.mean, model.std)
     opt = build_optimizer(model, cfg.train)
-    loss_fn = SegLoss(cfg.train.aux_weight, False, 0.7, 1)
+    loss_fn = SegLoss(cfg.train.aux_weight, cfg.train.ohem, cfg.train.ohem_thresh, cfg.train.ohem_min_kept)
     rng = np.random.default_rng(0)
     times = []
     for step in range(args.probe + 1):
         start = time.time()
         batch = [data.get(int(i), rng) for i in rng.integers(0, len(data), args.batch)]
         x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+        x = x.contiguous(memory_format=memory_format)
         opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp_cpu):  # as pipeline.engine does
             out = model(x)
@@ -81,6 +87,8 @@ def main() -> None:
     p.add_argument("--probe", type=int, default=10, help="timed steps used to size the schedule")
     p.add_argument("--iterations", type=int, default=0, help="skip the probe and train this many iterations")
     p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on CPU (train.amp_cpu)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last on CPU (train.channels_last_cpu)")
+    p.add_argument("--ohem", action="store_true", help="OHEM cross-entropy (train.ohem)")
     p.add_argument("--out", default="runs/bench", help="run.root")
     args = p.parse_args()
 
@@ -97,7 +105,8 @@ def main() -> None:
     summary = run(cfg)
     summary.update(variant=args.variant, seconds_per_step_probe=sec and round(sec, 3), total_seconds=round(time.time() - start),
                    budget_minutes=args.minutes, input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
-                   amp_cpu=args.amp_cpu)
+                   amp_cpu=args.amp_cpu, channels_last=args.channels_last,
+                   ohem=args.ohem)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 

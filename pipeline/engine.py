@@ -18,6 +18,9 @@ mIoU when `val_fn` is given), `model.pt` (final weights, written last), `log.csv
 Loss: pipeline.models.SegLoss (cross-entropy or OHEM, ignore 255, + aux_weight x auxiliary head).
 Mixed precision: bf16 autocast with `train.amp` on CUDA, with `train.amp_cpu` on CPU (worth it only where the CPU
 has AVX512-BF16 or AMX: CamVid lite network 1.08 -> 0.91 s per step of 8 crops on the 2-core AMD EPYC here).
+Memory format: channels_last with `train.channels_last` on CUDA, with `train.channels_last_cpu` on CPU (oneDNN's
+NHWC convolutions; same numbers up to float rounding, see tests/test_engine.py, except that dropout draws its
+mask in memory order, so a given seed drops other activations).
 Assumptions: bf16 autocast needs no loss scaling, so the GradScaler is disabled and only kept in the checkpoint for
 format stability; weight decay is not applied to 1-D parameters (norm weights, biases), as in timm / torchvision refs.
 """
@@ -160,7 +163,8 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     on_cuda = dev.type == "cuda"
     torch.manual_seed(seed)
     model.to(dev)
-    if on_cuda and cfg.channels_last:
+    channels_last = cfg.channels_last if on_cuda else cfg.channels_last_cpu
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     net = model  # what runs forward/backward; the optimiser and checkpoints use the plain `model`
     if world_size > 1:
@@ -205,7 +209,7 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         for _ in range(cfg.grad_accum):
             x, y = next(batches)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            if on_cuda and cfg.channels_last:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp if on_cuda else cfg.amp_cpu):
                 outputs = net(x)

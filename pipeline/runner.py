@@ -57,7 +57,7 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},
     "train": lambda c: {"model": dataclasses.asdict(c.model),
-                        "train": _unless_default(dataclasses.asdict(c.train), {"amp_cpu": False}),
+                        "train": _unless_default(dataclasses.asdict(c.train), {"amp_cpu": False, "channels_last_cpu": False}),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed,
                         **_unless_default({"foreground_network": c.rounds.foreground_network,
                                            "lr_decay": c.rounds.lr_decay},

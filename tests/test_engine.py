@@ -197,3 +197,22 @@ def test_amp_cpu_trains_in_bf16_and_still_learns(tmp_path):
     plain.head.register_forward_hook(lambda m, i, o: off.append(o.dtype))
     train_model(plain, ColourSquares(), small_cfg(iterations=2), tmp_path / "fp32", seed=0, device="cpu")
     assert set(off) == {torch.float32}  # default: CPU training stays in float32
+
+
+def test_channels_last_cpu_gives_the_same_weights_as_the_default_layout(tmp_path):
+    torch.manual_seed(0)
+    init = TinySegNet().state_dict()
+    runs = {}
+    for channels_last in (False, True):
+        model = TinySegNet()
+        model.load_state_dict(init)
+        model.backbone[3].p = 0.0  # dropout draws its mask in memory order, which differs between the layouts
+        cfg = small_cfg(optimizer="sgd", channels_last_cpu=channels_last)
+        runs[channels_last] = torch.load(train_model(model, ColourSquares(), cfg, tmp_path / str(channels_last),
+                                                     seed=0, device="cpu"), weights_only=True)
+        conv = model.backbone[0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last  # the option took effect
+        assert channels_last or conv.is_contiguous()
+    for k, v in runs[False].items():
+        assert torch.allclose(v.float(), runs[True][k].float(), atol=1e-5), k
+    assert not torch.equal(runs[False]["head.weight"], init["head.weight"])  # it trained
