@@ -127,7 +127,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     amp_cpu: bool = False  # bf16 autocast on CPU as well: ~1.2x faster where the CPU has AVX512-BF16 or AMX, slower where it has neither
     channels_last: bool = True  # memory format on CUDA (ignored on CPU)
-    channels_last_cpu: bool = False  # channels_last on CPU as well: oneDNN's NHWC kernels, ~1.15x faster bf16 steps on a 2-core EPYC
+    channels_last_cpu: bool = False  # channels_last on CPU as well: oneDNN's NHWC kernels, ~1.12x faster bf16 CamVid steps on the 2-core EPYC
     checkpoint_every: int = field(default=100, metadata=_range(1))  # iterations between checkpoints
     num_workers: int = field(default=0, metadata=_range(0))  # DataLoader worker processes
     threads: int = field(default=0, metadata=_range(0))  # torch CPU threads; 0 = all cores Ray gives the task
