@@ -103,10 +103,10 @@ def main() -> None:
     cfg = load_config(CONFIG, overrides=overrides(args, iterations))
     start = time.time()
     summary = run(cfg)
-    summary.update(variant=args.variant, seconds_per_step_probe=sec and round(sec, 3), total_seconds=round(time.time() - start),
-                   budget_minutes=args.minutes, input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
-                   amp_cpu=args.amp_cpu, channels_last=args.channels_last,
-                   ohem=args.ohem)
+    summary.update(variant=args.variant, seconds_per_step_probe=None if sec is None else round(sec, 3),
+                   total_seconds=round(time.time() - start), budget_minutes=args.minutes,
+                   input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
+                   amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 
