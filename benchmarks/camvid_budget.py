@@ -36,7 +36,8 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
 
 def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
     on = args.variant == "on"
-    name = f"camvid_{args.variant}_w{args.width}{'_noaux' if args.no_aux else ''}_s{args.seed}"
+    decoder = (f"_w{args.width}" if args.width else "") + ("_noaux" if args.no_aux else "")
+    name = f"camvid_{args.variant}{decoder}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
             f"full.input_scale={args.input_scale}", f"train.crop=[{args.crop[0]},{args.crop[1]}]",
@@ -47,7 +48,7 @@ def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
             "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
             f"train.channels_last_cpu={str(args.channels_last).lower()}", f"train.ohem={str(args.ohem).lower()}",
             "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false",
-            f"model.width={args.width}", f"model.aux={str(not args.no_aux).lower()}"]
+            *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else [])]
 
 
 def seconds_per_step(args: argparse.Namespace) -> float:
@@ -92,7 +93,7 @@ def main() -> None:
     p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on CPU (train.amp_cpu)")
     p.add_argument("--channels-last", action="store_true", help="channels_last on CPU (train.channels_last_cpu)")
     p.add_argument("--ohem", action="store_true", help="OHEM cross-entropy (train.ohem)")
-    p.add_argument("--width", type=int, default=96, help="decoder width (model.width; configs/lite.yaml: 96)")
+    p.add_argument("--width", type=int, default=0, help="decoder width (model.width); 0 = the config's (96)")
     p.add_argument("--no-aux", action="store_true", help="no auxiliary head (model.aux=false)")
     p.add_argument("--out", default="runs/bench", help="run.root")
     args = p.parse_args()
@@ -111,8 +112,8 @@ def main() -> None:
     summary.update(variant=args.variant, seconds_per_step_probe=None if sec is None else round(sec, 3),
                    total_seconds=round(time.time() - start), budget_minutes=args.minutes,
                    input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
-                   amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=args.width,
-                   aux=not args.no_aux)
+                   amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
+                   aux=cfg.model.aux)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 
