@@ -67,6 +67,7 @@ class ModelConfig:
     # lite0: EfficientNet-Lite0 with offline ImageNet weights; resnet*: torchvision weights (downloaded when online)
     backbone: str = field(default="lite0", metadata=_choices("lite0", "resnet18", "resnet50", "resnet101"))
     pretrained: str = field(default="imagenet", metadata=_choices("imagenet", "none"))  # lite0 weights ship offline
+    frozen_stages: int = field(default=0, metadata=_range(0, 4))  # stem + first N encoder stages fixed (0 = none)
     width: int = field(default=96, metadata=_range(8, 1024))  # decoder channels
     srm: bool = True  # Semantic Refinement Module at every decoder upsampling (false = bilinear)
     srm_mask: bool = True  # convex k x k combination of neighbouring offsets (false = raw offsets)

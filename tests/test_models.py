@@ -254,3 +254,33 @@ def test_lite0_backbone_holds_the_imagenet_weights():
     backbone = build_backbone("lite0", "imagenet")
     assert torch.equal(backbone.stem[0].weight, state["_conv_stem.weight"])
     assert torch.equal(backbone.blocks[15]._project_conv.weight, state["_blocks.15._project_conv.weight"])
+
+
+@pytest.mark.parametrize("backbone, first_trainable", [("lite0", "backbone.blocks.3."), ("resnet18", "backbone.layer2.")])
+def test_frozen_stages_keep_stem_and_stage_1_and_their_bn_statistics(backbone, first_trainable):
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=backbone, pretrained="none", width=16, frozen_stages=1)
+    model = build_model(cfg, 3).train()
+    frozen_prefixes = ("backbone.stem.", "backbone.blocks.0.", "backbone.blocks.1.", "backbone.blocks.2.",
+                       "backbone.layer1.")
+    stem_and_stage_1 = [m for stage in model.backbone.stage_modules()[:2] for m in stage.modules()]
+    assert not any(m.training for m in stem_and_stage_1 if isinstance(m, torch.nn.BatchNorm2d))  # even after .train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    for _ in range(2):
+        opt.zero_grad()
+        SegLoss(0.4, False, 0.7, 1)(model(x), y).backward()
+        opt.step()
+    after = model.state_dict()
+    frozen = [k for k in before if k.startswith(frozen_prefixes)]
+    assert frozen and any("running_mean" in k for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # weights and running statistics unchanged
+    changed = [k for k in before if k.startswith(first_trainable) and not torch.equal(before[k], after[k])]
+    assert any(k.endswith("weight") for k in changed) and any("running_mean" in k for k in changed)
+    assert all(p.requires_grad == (not n.startswith(frozen_prefixes)) for n, p in model.named_parameters())
+
+
+def test_frozen_stages_out_of_range_is_named():
+    with pytest.raises(ValueError, match="model.frozen_stages"):
+        build_backbone("lite0", "none", frozen_stages=5)

@@ -78,7 +78,7 @@ class SegNet(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes: {num_classes} must be >= 1")
-        self.backbone = build_backbone(cfg.backbone, cfg.pretrained)
+        self.backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.frozen_stages)
         self.mean = tuple(self.backbone.mean)
         self.std = tuple(self.backbone.std)
         self.decoder = TopDownDecoder(tuple(self.backbone.channels), cfg.width, cfg.crm, cfg.srm, cfg.srm_mask,
