@@ -63,8 +63,9 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
                         **_unless_default({"foreground_network": c.rounds.foreground_network,
                                            "lr_decay": c.rounds.lr_decay},
                                           {"foreground_network": False, "lr_decay": 1.0})},
-    "predict": lambda c: {k: getattr(c.rounds, k) for k in
-                          ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
+    "predict": lambda c: {**{k: getattr(c.rounds, k) for k in
+                             ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
+                          **_unless_default({"reset_iou": c.rounds.reset_iou}, {"reset_iou": 0.0})},
 }
 
 

@@ -1,4 +1,4 @@
-"""Stage `predict`: the class restriction for unlabelled classes, label blending, and the stage's wiring."""
+"""Stage `predict`: the class restriction for unlabelled classes, label blending, outlier reset, and the wiring."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fake_run import CLASSES, LABELS, SIDE, STEMS, make_run
-from pipeline.io import load_mask, load_probs, save_probs
+from pipeline.io import load_mask, load_probs, save_mask, save_probs
 from pipeline.stage import StageContext, training_labels
 from pipeline.weak_data import PseudoLabelDataset, load_weak_dataset
 from stages import predict, train
@@ -78,3 +78,45 @@ def test_foreground_network_trains_two_outputs_and_names_the_label(tmp_path):
         _, ids = load_probs(tmp_path / "pred" / f"{stem}.npz")
         assert ids.tolist() == [0, LABELS[stem]]
         assert set(np.unique(load_mask(tmp_path / "pred" / f"{stem}.png")).tolist()) <= {0, LABELS[stem]}
+
+
+def test_foreground_iou_by_hand():
+    mask = np.array([[0, 1, 1, 255]], np.uint8)  # foreground: pixels 1, 2
+    reference = np.array([[1, 1, 0, 2]], np.uint8)  # foreground: pixels 0, 1, 3
+    assert predict.foreground_iou(mask, reference) == 1 / 4  # intersection {1}, union {0, 1, 2, 3}
+    assert predict.foreground_iou(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8)) == 1.0
+
+
+def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path):
+    run_dir, cfg = make_run(tmp_path)
+    # blend 1: the round-2 "prediction" is exactly round 1's labels, so the test decides what is predicted
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=1.0, flip=False, reset_iou=0.5))
+    rng = np.random.default_rng(0)
+    shifts = {"a": 2, "b": 0, "c": 12, "d": 14}  # IoU with the first labels: 0.78, 1, 0.14, 0.06
+    coarse = {}
+    for stem in STEMS:
+        label = LABELS[stem]
+        first = np.zeros((SIDE, SIDE), np.float32)
+        first[4:20, 4:20] = 1
+        save_probs(run_dir / "crf" / f"{stem}.npz", np.stack([1 - first, first]), [0, label])
+        save_mask(run_dir / "crf" / f"{stem}.png", np.where(first > 0, label, 0).astype(np.uint8))
+        moved = np.roll(first, shifts[stem], axis=1)
+        save_probs(run_dir / "round1" / "crf" / f"{stem}.npz", np.stack([1 - moved, moved]), [0, label])
+        fg = rng.random((SIDE, SIDE)).astype(np.float32)  # any coarse map
+        coarse[stem] = np.where(fg > 0.6, label, np.where(fg < 0.3, 0, 255)).astype(np.uint8)
+        save_probs(run_dir / "coarse" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, label])
+        save_mask(run_dir / "coarse" / f"{stem}.png", coarse[stem])
+    data = load_weak_dataset(cfg.data)
+    ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=2)
+    summary = predict.run(ctx, run_dir / "round1" / "train", tmp_path / "pred")
+    assert summary["images_reset"] == 2
+    for stem in STEMS:
+        mask = load_mask(tmp_path / "pred" / f"{stem}.png")
+        probs, ids = load_probs(tmp_path / "pred" / f"{stem}.npz")
+        if shifts[stem] > 10:  # left the first labels: starts over from the coarse map
+            np.testing.assert_array_equal(mask, coarse[stem])
+            np.testing.assert_allclose(probs, load_probs(run_dir / "coarse" / f"{stem}.npz")[0], atol=1 / 255)
+        else:  # kept: round 1's labels (the blended prediction)
+            expected = np.zeros((SIDE, SIDE), np.uint8)
+            expected[4:20, 4 + shifts[stem]:20 + shifts[stem]] = LABELS[stem]
+            np.testing.assert_array_equal(mask, expected)
