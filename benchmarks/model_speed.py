@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/model_speed.py                               # CPU, lite, 512x1024, 2 threads
     .venv/bin/python benchmarks/model_speed.py --size 256 512 --iters 3      # quicker on a busy machine
     .venv/bin/python benchmarks/model_speed.py --device cuda --batch 8       # GPU: bf16 autocast, channels_last
+    .venv/bin/python benchmarks/model_speed.py --frozen-stages 1            # + "+both" with the stem + stage 1 frozen
 
 Each setting runs `--warmup` untimed steps, then `--iters` timed steps (forward, SegLoss with the aux head,
 backward, on random data), the four settings taking turns step by step; the reported time is the median step divided by the batch size, and the minimum is
@@ -22,7 +23,7 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.models import SegLoss, build_model
 
-SETTINGS = (("plain", False, False), ("+SRM", True, False), ("+CRM", False, True), ("+both", True, True))
+SETTINGS = (("plain", False, False, 0), ("+SRM", True, False, 0), ("+CRM", False, True, 0), ("+both", True, True, 0))
 VARIANTS = {"lite": ModelConfig(backbone="lite0", width=96), "r50": ModelConfig(backbone="resnet50", width=256),
             "r101": ModelConfig(backbone="resnet101", width=256)}
 
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the shared machine)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--frozen-stages", type=int, default=0,
+                        help="also time +both with model.frozen_stages=N (default 0: not timed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -73,8 +76,10 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{args.variant} forward+backward, {args.size[0]}x{args.size[1]}, batch {args.batch}, {where}"
           + (", bf16 autocast, channels_last" if device.type == "cuda" else ""))
-    settings = {name: Setting(replace(VARIANTS[args.variant], pretrained="none", srm=srm, srm_mask=srm, crm=crm),
-                              args, device) for name, srm, crm in SETTINGS}
+    extra = ((f"+both f{args.frozen_stages}", True, True, args.frozen_stages),) if args.frozen_stages else ()
+    settings = {name: Setting(replace(VARIANTS[args.variant], pretrained="none", srm=srm, srm_mask=srm, crm=crm,
+                                      frozen_stages=frozen), args, device)
+                for name, srm, crm, frozen in SETTINGS + extra}
     results = {name: [] for name in settings}
     cpu_results = {name: [] for name in settings}
     for step in range(args.warmup + args.iters):  # round-robin, so load from other processes hits all settings alike
@@ -86,11 +91,11 @@ def main() -> None:
     base_median = statistics.median(results["plain"])
     base_min = min(results["plain"])
     base_cpu = statistics.median(cpu_results["plain"])
-    print(f"{'setting':8s} {'median s/img':>13s} {'min s/img':>10s} {'ratio(median)':>14s} {'ratio(min)':>11s}"
+    print(f"{'setting':9s} {'median s/img':>13s} {'min s/img':>10s} {'ratio(median)':>14s} {'ratio(min)':>11s}"
           + (f" {'images/s':>9s}" if device.type == "cuda" else f" {'CPU s/img':>10s} {'ratio(CPU)':>11s}"))
     for name, times in results.items():
         med, low = statistics.median(times), min(times)
-        line = f"{name:8s} {med:13.4f} {low:10.4f} {med / base_median:14.3f} {low / base_min:11.3f}"
+        line = f"{name:9s} {med:13.4f} {low:10.4f} {med / base_median:14.3f} {low / base_min:11.3f}"
         if device.type == "cuda":
             line += f" {1.0 / med:9.1f}"
         else:
