@@ -126,10 +126,10 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
         mask = confident_argmax(soft, class_ids, cfg.rounds.confidence)
         mask[dropped] = IGNORE
         if cfg.rounds.reset_iou > 0:
-            first = load_mask(Path(run_dir) / "crf" / f"{record.stem}.png")
+            first = load_mask(Path(run_dir) / training_labels(1) / f"{record.stem}.png")
             if foreground_iou(mask, first) < cfg.rounds.reset_iou:  # start over from the coarse map
                 soft, class_ids = load_probs(Path(run_dir) / "coarse" / f"{record.stem}.npz")
-                mask = load_mask(Path(run_dir) / "coarse" / f"{record.stem}.png").copy()
+                mask = load_mask(Path(run_dir) / "coarse" / f"{record.stem}.png")
                 resets += 1
         save_probs(out / f"{record.stem}.npz", soft, class_ids)
         save_mask(out / f"{record.stem}.png", mask)  # written last: marks the image done

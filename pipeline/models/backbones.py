@@ -15,7 +15,7 @@
   BatchNorms stay in eval mode (running statistics untouched) even under `.train()`, as mmsegmentation's ResNet
   `frozen_stages` / detectron2's FREEZE_AT. Stage 1 of Lite0 is blocks 0-2 (everything up to stride 4), of ResNet
   `layer1`. Backward then stops at the first trainable layer, which saves the costliest high-resolution part
-  (Lite0, 8 crops 240x320 on 2 cores: ~27 % less time per step with n = 1).
+  (Lite0, 8 crops 240x320 on 2 cores: ~24 % less time per step with n = 1, benchmarks/model_speed.py).
 - Feature sizes for inputs not divisible by 32 follow the convolutions' own rounding (ceil for Lite0's TF padding,
   floor((n-1)/2)+1 for ResNet); the decoder aligns sizes itself.
 """
