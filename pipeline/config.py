@@ -149,6 +149,8 @@ class RoundsConfig:
     reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0))  # an image whose predicted foreground overlaps its first labels (crf/) with IoU below this starts over from its coarse map (outlier reset); 0 = off
     other_classes: str = field(default="ignore", metadata=_choices("ignore", "keep"))  # pixels the net gives an unlabelled class
     other_classes_from_round: int = field(default=2, metadata=_range(1))  # from this round on, `keep` applies
+    crf_bilateral_sxy: float = field(default=0.0, metadata=_range(0.0))  # appearance kernel width (px) of the rounds' CRF; 0 = crf.bilateral_sxy
+    crf_bilateral_compat: float = field(default=0.0, metadata=_range(0.0))  # appearance kernel weight of the rounds' CRF; 0 = crf.bilateral_compat
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,17 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def crf_for_round(self, k: int) -> CRFConfig:
+        """The CRF settings that refine round k's predictions (k = 0: the coarse maps): `crf`, with the appearance
+        kernel taken from `rounds.crf_bilateral_sxy` / `rounds.crf_bilateral_compat` in rounds k >= 1 where they are
+        set (non-zero). The network's soft maps are calibrated differently from the coarse ones, so the kernel that
+        suits one need not suit the other (docs/results_weak.md)."""
+        if k < 1:
+            return self.crf
+        r = self.rounds
+        return dataclasses.replace(self.crf, bilateral_sxy=r.crf_bilateral_sxy or self.crf.bilateral_sxy,
+                                   bilateral_compat=r.crf_bilateral_compat or self.crf.bilateral_compat)
 
     def section_hash(self, *sections: str) -> str:
         """Short stable hash of the named sections (what a stage's output depends on)."""

@@ -55,7 +55,7 @@ def _unless_default(keys: dict, defaults: dict) -> dict:
 
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
-    "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},
+    "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},  # c: the step's config (Config.crf_for_round applied)
     "train": lambda c: {"model": dataclasses.asdict(c.model),
                         "train": _unless_default(dataclasses.asdict(c.train),
                                                  {"amp_cpu": False, "channels_last_cpu": False}),
@@ -90,11 +90,18 @@ def plan(cfg: Config) -> list[Step]:
     return steps
 
 
+def step_config(cfg: Config, step: Step) -> Config:
+    """The config `step` runs with: `cfg` with `crf` set to the settings of the step's round (Config.crf_for_round),
+    so a round's CRF stage (and its hash) sees `rounds.crf_bilateral_*`, and the first CRF stage does not."""
+    crf_cfg = cfg.crf_for_round(step.round)
+    return cfg if crf_cfg == cfg.crf else dataclasses.replace(cfg, crf=crf_cfg)
+
+
 def stage_keys(cfg: Config, step: Step) -> dict:
     """The config keys `step` depends on. Round 1 trains from the pretrained backbone at `train.lr` whatever
     `rounds.warm_start` and `rounds.lr_decay` say, so its hash leaves them out: switching either keeps round 1 and
     redoes rounds 2+."""
-    keys = STAGE_KEYS[step.kind](cfg)
+    keys = STAGE_KEYS[step.kind](step_config(cfg, step))
     if step.kind == "train" and step.round <= 1:
         keys["warm_start"] = True
         keys.pop("lr_decay", None)  # round 1 trains at train.lr whatever the decay
@@ -154,7 +161,7 @@ def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
     write_json(manifest_path, manifest)
     print(f"[{step.name}] running", file=sys.stderr, flush=True)
     src = ctx.run_dir / step.src if step.src else None
-    summary = step.stage.run(dataclasses.replace(ctx, round=step.round), src, dst)
+    summary = step.stage.run(dataclasses.replace(ctx, cfg=step_config(ctx.cfg, step), round=step.round), src, dst)
     write_json(manifest_path, {**manifest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary})
     atomic_write_bytes(dst / "DONE", f"{digest}\n".encode())  # last: the stage is complete
     return summary, False

@@ -22,12 +22,14 @@ ensembling, Laine & Aila 2017) and keeps one poorly fitted round from undoing th
 Outlier reset (`rounds.reset_iou` = t > 0; Khoreva et al., "Simple Does It", CVPR 2017, which resets a segment
 that fills too little of its box back to the box): an image whose predicted foreground (every class but background,
 ignore excluded) overlaps the foreground of its first labels (`<run>/crf`) with IoU below t starts over: its coarse
-map and mask (`<run>/coarse`) are copied in place of the prediction, so the round's CRF (same settings) gives it its
-first labels back. A network that learned little about a class otherwise shrinks its objects round after round
+map and mask (`<run>/coarse`) are copied in place of the prediction, so the round's CRF gives it its first labels
+back (with `rounds.crf_bilateral_*` set, that CRF's kernel differs and it gets its coarse map refined by the rounds'
+kernel). A network that learned little about a class otherwise shrinks its objects round after round
 (COCO-MVal: predicted area 0.23 -> 0.19 -> 0.15 -> 0.12 of the photo with recall falling, docs/results_weak.md);
 the reset keeps the first labels where the network disagrees with them and takes its prediction where it agrees.
 The summary counts the reset images. Measured: COCO-MVal rounds hold at 0.239 / 0.237 / 0.238 with t = 0.5
-(0.205 / 0.142 / 0.097 without); on GrabCut, where the network does fix bad labels, it hurts (round 1 0.638 vs 0.671).
+(0.205 / 0.142 / 0.097 without; 0.250 / 0.250 / 0.244 with the rounds' CRF kernel of coco_mval.yaml); on GrabCut,
+where the network does fix bad labels, it hurts (round 1 0.638 vs 0.671).
 
 Objects of classes the image is not labelled with (the source paper's multi-category images: one label, two kinds
 of object). The network sees every class across the data set, so on such an image it may put mass on a class the

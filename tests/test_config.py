@@ -79,3 +79,14 @@ def test_bad_override_names_the_key():
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().train.lr = 1.0  # type: ignore[misc]
+
+
+def test_crf_for_round_takes_the_rounds_kernel_only_where_set():
+    plain = Config()
+    assert plain.crf_for_round(0) == plain.crf and plain.crf_for_round(2) == plain.crf  # nothing set: one CRF
+    cfg = load_config(overrides=["rounds.crf_bilateral_sxy=50", "crf.bilateral_compat=7"])
+    assert cfg.crf_for_round(0) == cfg.crf  # the coarse maps' CRF is never changed
+    r1 = cfg.crf_for_round(1)
+    assert (r1.bilateral_sxy, r1.bilateral_compat, r1.gauss_sxy) == (50.0, 7.0, cfg.crf.gauss_sxy)
+    both = load_config(overrides=["rounds.crf_bilateral_sxy=50", "rounds.crf_bilateral_compat=5"]).crf_for_round(3)
+    assert (both.bilateral_sxy, both.bilateral_compat) == (50.0, 5.0)

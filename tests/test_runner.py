@@ -163,3 +163,23 @@ def test_lr_decay_keeps_round1_and_lowers_later_rounds_lr():
     assert [round_train_config(decayed, k).lr for k in (1, 2, 3)] == pytest.approx([lr, lr / 2, lr / 4])
     assert round_train_config(decayed, 3).iterations == decayed.train.iterations  # only the lr changes
     assert round_train_config(plain, 3).lr == plain.train.lr
+
+
+def test_rounds_crf_kernel_changes_only_the_rounds_crf(tiny_run, tmp_path, monkeypatch):
+    cfg, run_dir = copy_run(tiny_run, tmp_path, "rounds.crf_bilateral_sxy=20", "rounds.crf_bilateral_compat=3",
+                            "rounds.count=1")
+    kept = {name: (run_dir / name / "manifest.json").read_bytes() for name in ("crf", "round1/train", "round1/predict")}
+    seen = []
+    original = stages.crf.run
+
+    def recording_run(ctx, src, dst):
+        seen.append((Path(dst).relative_to(run_dir).as_posix(), ctx.cfg.crf))
+        return original(ctx, src, dst)
+
+    monkeypatch.setattr(stages.crf, "run", recording_run)
+    run_pipeline(cfg)
+    assert {name: (run_dir / name / "manifest.json").read_bytes() for name in kept} == kept  # not redone
+    assert [(name, c.bilateral_sxy, c.bilateral_compat) for name, c in seen] == [("round1/crf", 20.0, 3.0)]
+    crf_keys = read_json(run_dir / "round1" / "crf" / "manifest.json")["config"]["crf"]
+    assert (crf_keys["bilateral_sxy"], crf_keys["bilateral_compat"], crf_keys["gauss_sxy"]) == (20.0, 3.0, cfg.crf.gauss_sxy)
+    assert read_json(run_dir / "crf" / "manifest.json")["config"]["crf"]["bilateral_sxy"] == cfg.crf.bilateral_sxy
