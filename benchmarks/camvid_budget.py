@@ -11,7 +11,8 @@ with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 a
 `--channels-last` in the channels_last memory format (train.channels_last_cpu), `--ohem` with online hard example
 mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
 `--width 64 --no-aux` with a narrower decoder and no auxiliary head (~10 % more steps in the same time),
-`--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step).
+`--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step),
+`--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -28,17 +29,19 @@ import numpy as np
 import torch
 
 from pipeline.config import load_config
+from pipeline.datasets import open_dataset
 from pipeline.engine import build_optimizer
-from pipeline.models.losses import SegLoss
+from pipeline.models.losses import SegLoss, enet_class_weights
 from stages.full import make_model, make_train_set
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
 
 
-def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
+def overrides(args: argparse.Namespace, iterations: int, class_weights: list[float] = ()) -> list[str]:
     on = args.variant == "on"
     suffix = ((f"_w{args.width}" if args.width else "") + ("_noaux" if args.no_aux else "")
-              + (f"_frozen{args.frozen_stages}" if args.frozen_stages else ""))  # only the options given
+              + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")
+              + (f"_{args.class_weights}" if args.class_weights != "none" else ""))  # only the options given
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
@@ -51,19 +54,29 @@ def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
             f"train.channels_last_cpu={str(args.channels_last).lower()}", f"train.ohem={str(args.ohem).lower()}",
             "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
-            *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else [])]
+            *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
+            *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
 
 
-def seconds_per_step(args: argparse.Namespace) -> float:
-    """Time `args.probe` optimiser steps (after one warm-up step) of this variant on real training batches."""
+def training_class_weights(args: argparse.Namespace) -> list[float]:
+    """ENet weights from the training split's masks for `--class-weights enet`, else none."""
+    if args.class_weights == "none":
+        return []
     cfg = load_config(CONFIG, overrides=overrides(args, 100))
+    return enet_class_weights(open_dataset(cfg.full, cfg.full.train_split).class_pixel_counts())
+
+
+def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> float:
+    """Time `args.probe` optimiser steps (after one warm-up step) of this variant on real training batches."""
+    cfg = load_config(CONFIG, overrides=overrides(args, 100, class_weights))
     torch.set_num_threads(args.threads)
     model = make_model(cfg, 11).train()
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format  # as pipeline.engine
     model = model.to(memory_format=memory_format)
     data = make_train_set(cfg, model.mean, model.std)
     opt = build_optimizer(model, cfg.train)
-    loss_fn = SegLoss(cfg.train.aux_weight, cfg.train.ohem, cfg.train.ohem_thresh, cfg.train.ohem_min_kept)
+    loss_fn = SegLoss(cfg.train.aux_weight, cfg.train.ohem, cfg.train.ohem_thresh, cfg.train.ohem_min_kept,
+                      class_weights=cfg.train.class_weights)
     rng = np.random.default_rng(0)
     times = []
     for step in range(args.probe + 1):
@@ -99,25 +112,30 @@ def main() -> None:
     p.add_argument("--width", type=int, default=0, help="decoder width (model.width); 0 = the config's (96)")
     p.add_argument("--no-aux", action="store_true", help="no auxiliary head (model.aux=false)")
     p.add_argument("--frozen-stages", type=int, default=0, help="model.frozen_stages (stem + N encoder stages fixed)")
+    p.add_argument("--class-weights", choices=("none", "enet"), default="none", help="train.class_weights")
     p.add_argument("--out", default="runs/bench", help="run.root")
     args = p.parse_args()
 
     from stages.full import run
 
+    class_weights = training_class_weights(args)
+    if class_weights:
+        print("class weights:", [round(w, 2) for w in class_weights], flush=True)
     if args.iterations:
         sec, iterations = None, args.iterations  # no probe
     else:
-        sec = seconds_per_step(args)
+        sec = seconds_per_step(args, class_weights)
         iterations = max(1, int(args.minutes * 60 / sec))
         print(f"variant {args.variant}: {sec:.2f} s/step -> {iterations} iterations in {args.minutes} min", flush=True)
-    cfg = load_config(CONFIG, overrides=overrides(args, iterations))
+    cfg = load_config(CONFIG, overrides=overrides(args, iterations, class_weights))
     start = time.time()
     summary = run(cfg)
     summary.update(variant=args.variant, seconds_per_step_probe=None if sec is None else round(sec, 3),
                    total_seconds=round(time.time() - start), budget_minutes=args.minutes,
                    input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
                    amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
-                   aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages)
+                   aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages,
+                   class_weights=[round(w, 3) for w in cfg.train.class_weights])
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 

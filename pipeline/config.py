@@ -125,6 +125,7 @@ class TrainConfig:
     ohem: bool = False  # online hard example mining
     ohem_thresh: float = field(default=0.7, metadata=_range(0.0, 1.0))  # keep pixels whose true-class prob < this
     ohem_min_kept: int = field(default=10_000, metadata=_range(1))  # ...but at least this many per batch
+    class_weights: tuple[float, ...] = ()  # per-class loss weights (e.g. models.losses.enet_class_weights); () = unweighted
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     amp_cpu: bool = False  # bf16 autocast on CPU as well: ~1.2x faster where the CPU has AVX512-BF16 or AMX, slower where it has neither
     channels_last: bool = True  # memory format on CUDA (ignored on CPU)
@@ -147,6 +148,7 @@ class RoundsConfig:
     blend: float = field(default=0.0, metadata=_range(0.0, 1.0))  # share of the round's training labels (soft map) mixed into the prediction; 0 = network only
     confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # predicted pixels below this become ignore
     reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0))  # an image whose predicted foreground overlaps its first labels (crf/) with IoU below this starts over from its coarse map (outlier reset); 0 = off
+    reset_to: str = field(default="coarse", metadata=_choices("coarse", "labels"))  # what a reset image starts over from: its coarse map, or the labels this round trained on
     other_classes: str = field(default="ignore", metadata=_choices("ignore", "keep"))  # pixels the net gives an unlabelled class
     other_classes_from_round: int = field(default=2, metadata=_range(1))  # from this round on, `keep` applies
     crf_bilateral_sxy: float = field(default=0.0, metadata=_range(0.0))  # appearance kernel width (px) of the rounds' CRF; 0 = crf.bilateral_sxy

@@ -172,7 +172,8 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     writes = rank == 0
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    loss_fn = SegLoss(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept)
+    loss_fn = SegLoss(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept,
+                      class_weights=cfg.class_weights)
     scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16 needs no loss scaling (see docstring)
 
     start, best = 0, -math.inf

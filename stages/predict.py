@@ -27,7 +27,9 @@ back (with `rounds.crf_bilateral_*` set, that CRF's kernel differs and it gets i
 kernel). A network that learned little about a class otherwise shrinks its objects round after round
 (COCO-MVal: predicted area 0.23 -> 0.19 -> 0.15 -> 0.12 of the photo with recall falling, docs/results_weak.md);
 the reset keeps the first labels where the network disagrees with them and takes its prediction where it agrees.
-The summary counts the reset images. Measured: COCO-MVal rounds hold at 0.239 / 0.237 / 0.238 with t = 0.5
+With `rounds.reset_to: labels` such an image keeps the labels this round trained on instead (its previous
+round's labels), so an image the network agreed with in one round and not in the next is not sent back to its
+coarse map. The summary counts the reset images. Measured: COCO-MVal rounds hold at 0.239 / 0.237 / 0.238 with t = 0.5
 (0.205 / 0.142 / 0.097 without; 0.250 / 0.250 / 0.244 with the rounds' CRF kernel of coco_mval.yaml); on GrabCut,
 where the network does fix bad labels, it hurts (round 1 0.638 vs 0.671).
 
@@ -129,9 +131,10 @@ def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src
         mask[dropped] = IGNORE
         if cfg.rounds.reset_iou > 0:
             first = load_mask(Path(run_dir) / training_labels(1) / f"{record.stem}.png")
-            if foreground_iou(mask, first) < cfg.rounds.reset_iou:  # start over from the coarse map
-                soft, class_ids = load_probs(Path(run_dir) / "coarse" / f"{record.stem}.npz")
-                mask = load_mask(Path(run_dir) / "coarse" / f"{record.stem}.png")
+            if foreground_iou(mask, first) < cfg.rounds.reset_iou:  # start over
+                start = Path(run_dir) / "coarse" if cfg.rounds.reset_to == "coarse" else Path(labels)
+                soft, class_ids = load_probs(start / f"{record.stem}.npz")
+                mask = load_mask(start / f"{record.stem}.png")
                 resets += 1
         save_probs(out / f"{record.stem}.npz", soft, class_ids)
         save_mask(out / f"{record.stem}.png", mask)  # written last: marks the image done

@@ -80,6 +80,8 @@ def test_camvid_segnet_layout_ignores_11(tmp_path):
     ds = open_dataset(FullConfig(dataset="camvid", root=str(tmp_path)), "train")
     assert len(ds) == 2 and ds.class_names[3] == "road"
     assert ds.load(1)[1][0].tolist() == [0, 0, 3, 3, 10, 10, 255, 255]
+    counts = ds.class_pixel_counts()  # 2 masks x 6 rows x 2 columns per value; 11 (ignore) not counted
+    assert len(counts) == 11 and counts[0] == counts[3] == counts[10] == 24 and sum(counts) == 72
 
 
 def test_voc_palette_pngs_and_split_lists(tmp_path):

@@ -87,10 +87,12 @@ def test_foreground_iou_by_hand():
     assert predict.foreground_iou(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8)) == 1.0
 
 
-def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path):
+@pytest.mark.parametrize("reset_to", ["coarse", "labels"])
+def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path, reset_to):
     run_dir, cfg = make_run(tmp_path)
     # blend 1: the round-2 "prediction" is exactly round 1's labels, so the test decides what is predicted
-    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=1.0, flip=False, reset_iou=0.5))
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=1.0, flip=False, reset_iou=0.5,
+                                                              reset_to=reset_to))
     rng = np.random.default_rng(0)
     shifts = {"a": 2, "b": 0, "c": 12, "d": 14}  # IoU with the first labels: 0.78, 1, 0.14, 0.06
     coarse = {}
@@ -102,6 +104,7 @@ def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_fir
         save_mask(run_dir / "crf" / f"{stem}.png", np.where(first > 0, label, 0).astype(np.uint8))
         moved = np.roll(first, shifts[stem], axis=1)
         save_probs(run_dir / "round1" / "crf" / f"{stem}.npz", np.stack([1 - moved, moved]), [0, label])
+        save_mask(run_dir / "round1" / "crf" / f"{stem}.png", np.where(moved > 0, label, 0).astype(np.uint8))
         fg = rng.random((SIDE, SIDE)).astype(np.float32)  # any coarse map
         coarse[stem] = np.where(fg > 0.6, label, np.where(fg < 0.3, 0, 255)).astype(np.uint8)
         save_probs(run_dir / "coarse" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, label])
@@ -113,10 +116,10 @@ def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_fir
     for stem in STEMS:
         mask = load_mask(tmp_path / "pred" / f"{stem}.png")
         probs, ids = load_probs(tmp_path / "pred" / f"{stem}.npz")
-        if shifts[stem] > 10:  # left the first labels: starts over from the coarse map
+        if shifts[stem] > 10 and reset_to == "coarse":  # left the first labels: starts over from the coarse map
             np.testing.assert_array_equal(mask, coarse[stem])
             np.testing.assert_allclose(probs, load_probs(run_dir / "coarse" / f"{stem}.npz")[0], atol=1 / 255)
-        else:  # kept: round 1's labels (the blended prediction)
+        else:  # kept, or reset to the labels it trained on: round 1's labels
             expected = np.zeros((SIDE, SIDE), np.uint8)
-            expected[4:20, 4 + shifts[stem]:20 + shifts[stem]] = LABELS[stem]
-            np.testing.assert_array_equal(mask, expected)
+            expected[4:20, 4:20] = LABELS[stem]
+            np.testing.assert_array_equal(mask, np.roll(expected, shifts[stem], axis=1))

@@ -17,7 +17,7 @@ import stages.predict
 import stages.train
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.io import load_mask, load_probs, read_json
-from pipeline.runner import plan, run_pipeline, step_hashes
+from pipeline.runner import plan, run_pipeline, stage_keys, step_hashes
 from stages.train import round_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +151,13 @@ def test_foreground_network_switch_redoes_training():
     on, off = load_config(overrides=["rounds.foreground_network=true"]), Config()
     h_on, h_off = step_hashes(on, plan(on)), step_hashes(off, plan(off))
     assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] != h_off["round1/train"]
+
+
+def test_class_weights_enter_the_training_hash_only_when_set():
+    plain, weighted = Config(), load_config(overrides=["train.class_weights=[1.0,2.0]"])
+    assert "class_weights" not in stage_keys(plain, plan(plain)[2])["train"]  # runs made before the key keep their hash
+    h_plain, h_weighted = step_hashes(plain, plan(plain)), step_hashes(weighted, plan(weighted))
+    assert h_plain["crf"] == h_weighted["crf"] and h_plain["round1/train"] != h_weighted["round1/train"]
 
 
 def test_lr_decay_keeps_round1_and_lowers_later_rounds_lr():

@@ -93,6 +93,14 @@ class SegPairs:
         files = self.files[:count] if count else self.files
         return SegPairs(files, self.lut, self.class_names, self.input_scale, self.transform)
 
+    def class_pixel_counts(self) -> list[int]:
+        """Labelled pixels per class over all masks at their stored size (255 and out-of-range values skipped)."""
+        counts = np.zeros(self.num_classes, np.int64)
+        for _, mask_path in self.files:
+            ids = self.lut[load_mask(mask_path)].ravel()
+            counts += np.bincount(ids[ids < self.num_classes], minlength=self.num_classes)[: self.num_classes]
+        return counts.tolist()
+
     def eval_pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Images at full size with full-size masks (evaluation scores at the original resolution)."""
         for i in range(len(self)):
