@@ -24,6 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from stages.full import make_model, make_train_set
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
 
 
-def overrides(args: argparse.Namespace, iterations: int, class_weights: list[float] = ()) -> list[str]:
+def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence[float] = ()) -> list[str]:
     on = args.variant == "on"
     suffix = ((f"_w{args.width}" if args.width else "") + ("_noaux" if args.no_aux else "")
               + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")

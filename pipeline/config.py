@@ -147,7 +147,7 @@ class RoundsConfig:
     flip: bool = True  # add horizontally flipped predictions
     blend: float = field(default=0.0, metadata=_range(0.0, 1.0))  # share of the round's training labels (soft map) mixed into the prediction; 0 = network only
     confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # predicted pixels below this become ignore
-    reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0))  # an image whose predicted foreground overlaps its first labels (crf/) with IoU below this starts over from its coarse map (outlier reset); 0 = off
+    reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0))  # an image whose predicted foreground overlaps its first labels (crf/) with IoU below this starts over (from what rounds.reset_to says; outlier reset); 0 = off
     reset_to: str = field(default="coarse", metadata=_choices("coarse", "labels"))  # what a reset image starts over from: its coarse map, or the labels this round trained on
     other_classes: str = field(default="ignore", metadata=_choices("ignore", "keep"))  # pixels the net gives an unlabelled class
     other_classes_from_round: int = field(default=2, metadata=_range(1))  # from this round on, `keep` applies

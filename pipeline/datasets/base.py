@@ -98,7 +98,7 @@ class SegPairs:
         counts = np.zeros(self.num_classes, np.int64)
         for _, mask_path in self.files:
             ids = self.lut[load_mask(mask_path)].ravel()
-            counts += np.bincount(ids[ids < self.num_classes], minlength=self.num_classes)[: self.num_classes]
+            counts += np.bincount(ids[ids < self.num_classes], minlength=self.num_classes)
         return counts.tolist()
 
     def eval_pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
