@@ -146,6 +146,7 @@ class RoundsConfig:
     scales: tuple[float, ...] = (1.0,)  # test-time scales when predicting the training images
     flip: bool = True  # add horizontally flipped predictions
     blend: float = field(default=0.0, metadata=_range(0.0, 1.0))  # share of the round's training labels (soft map) mixed into the prediction; 0 = network only
+    ensemble: bool = False  # round k's soft map is the running mean of rounds 1..k's (snapshot ensemble of the rounds' networks)
     confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # predicted pixels below this become ignore
     reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0))  # an image whose predicted foreground overlaps its first labels (crf/) with IoU below this starts over (from what rounds.reset_to says; outlier reset); 0 = off
     reset_to: str = field(default="coarse", metadata=_choices("coarse", "labels"))  # what a reset image starts over from: its coarse map, or the labels this round trained on

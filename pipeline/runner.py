@@ -66,8 +66,9 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
                                           {"foreground_network": False, "lr_decay": 1.0})},
     "predict": lambda c: {**{k: getattr(c.rounds, k) for k in
                              ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
-                          **_unless_default({"reset_iou": c.rounds.reset_iou, "reset_to": c.rounds.reset_to},
-                                           {"reset_iou": 0.0, "reset_to": "coarse"})},
+                          **_unless_default({"reset_iou": c.rounds.reset_iou, "reset_to": c.rounds.reset_to,
+                                             "ensemble": c.rounds.ensemble},
+                                            {"reset_iou": 0.0, "reset_to": "coarse", "ensemble": False})},
 }
 
 
@@ -101,12 +102,14 @@ def step_config(cfg: Config, step: Step) -> Config:
 
 def stage_keys(cfg: Config, step: Step) -> dict:
     """The config keys `step` depends on. Round 1 trains from the pretrained backbone at `train.lr` whatever
-    `rounds.warm_start` and `rounds.lr_decay` say, so its hash leaves them out: switching either keeps round 1 and
-    redoes rounds 2+."""
+    `rounds.warm_start` and `rounds.lr_decay` say, and predicts without an earlier round to average with whatever
+    `rounds.ensemble` says, so its hashes leave them out: switching one keeps round 1 and redoes rounds 2+."""
     keys = STAGE_KEYS[step.kind](step_config(cfg, step))
     if step.kind == "train" and step.round <= 1:
         keys["warm_start"] = True
         keys.pop("lr_decay", None)  # round 1 trains at train.lr whatever the decay
+    if step.kind == "predict" and step.round <= 1:
+        keys.pop("ensemble", None)  # round 1 has no earlier round to average with
     return keys
 
 
@@ -252,7 +255,8 @@ def run_pipeline(cfg: Config, *, start_from: str | None = None) -> dict:
             rows.append(row)
             print(f"[{step.name}] fg Jaccard {scores['fg_jaccard'] if scores['fg_jaccard'] is not None else '-'}"
                   f"  mIoU {scores['miou'] if scores['miou'] is not None else '-'}", file=sys.stderr, flush=True)
-            if row.get("label_change") is not None and row["label_change"] < cfg.rounds.min_change:
+            if (row.get("label_change") is not None and row["label_change"] < cfg.rounds.min_change
+                    and step.round < cfg.rounds.count):  # converged before the last round
                 print(f"[{step.name}] labels changed on {row['label_change']:.4%} of pixels < rounds.min_change: "
                       "stopping", file=sys.stderr)
                 break

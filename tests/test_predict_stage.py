@@ -1,4 +1,5 @@
-"""Stage `predict`: the class restriction for unlabelled classes, label blending, outlier reset, and the wiring."""
+"""Stage `predict`: the class restriction for unlabelled classes, label blending, the round ensemble, outlier reset,
+and the wiring."""
 from __future__ import annotations
 
 import dataclasses
@@ -61,6 +62,32 @@ def test_stage_blends_with_the_labels_the_round_trained_on(tmp_path, blend):
             assert (mask == labels[stem]).mean() < 0.8
 
 
+def test_round_ensemble_averages_this_round_with_the_earlier_rounds_mean(tmp_path):
+    run_dir, cfg = make_run(tmp_path)
+    rng = np.random.default_rng(1)
+    earlier = {}
+    for stem in STEMS:  # hand-made mean of rounds 1..2: a random pattern no network would predict
+        fg = rng.random((SIDE, SIDE)).astype(np.float32)
+        save_probs(run_dir / "round2" / "predict" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, LABELS[stem]])
+        earlier[stem] = load_probs(run_dir / "round2" / "predict" / f"{stem}.npz")[0]  # as stored (uint8 steps)
+    data = load_weak_dataset(cfg.data)
+    outputs = {}
+    for ensemble, round_ in ((False, 3), (True, 3), (True, 1)):
+        rounds = dataclasses.replace(cfg.rounds, ensemble=ensemble, flip=False)
+        ctx = StageContext(cfg=dataclasses.replace(cfg, rounds=rounds), records=data.records, classes=CLASSES,
+                           run_dir=run_dir, round=round_)
+        out = tmp_path / f"pred_{ensemble}_{round_}"
+        predict.run(ctx, run_dir / "round1" / "train", out)  # the same network each time
+        outputs[ensemble, round_] = {stem: load_probs(out / f"{stem}.npz") for stem in STEMS}
+    for stem in STEMS:
+        alone, ids = outputs[False, 3][stem]
+        mean, mean_ids = outputs[True, 3][stem]
+        assert mean_ids.tolist() == ids.tolist() == [0, LABELS[stem]]
+        assert np.abs(alone - earlier[stem]).max() > 0.3  # the two differ, so the mean is neither
+        np.testing.assert_allclose(mean, (2 * earlier[stem] + alone) / 3, atol=1.5 / 255)  # 2/3 earlier + 1/3 now
+        np.testing.assert_array_equal(outputs[True, 1][stem][0], alone)  # round 1: nothing earlier to average
+
+
 def test_foreground_network_trains_two_outputs_and_names_the_label(tmp_path):
     run_dir, cfg = make_run(tmp_path)
     cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, foreground_network=True))
@@ -87,12 +114,14 @@ def test_foreground_iou_by_hand():
     assert predict.foreground_iou(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8)) == 1.0
 
 
-@pytest.mark.parametrize("reset_to", ["coarse", "labels"])
-def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path, reset_to):
+@pytest.mark.parametrize("reset_to, ensemble", [("coarse", False), ("labels", False), ("coarse", True)])
+def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path, reset_to,
+                                                                                           ensemble):
     run_dir, cfg = make_run(tmp_path)
     # blend 1: the round-2 "prediction" is exactly round 1's labels, so the test decides what is predicted
     cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=1.0, flip=False, reset_iou=0.5,
-                                                              reset_to=reset_to))
+                                                              reset_to=reset_to, ensemble=ensemble))
+    earlier = np.full((SIDE, SIDE), 0.2, np.float32)  # round 1's stored map, averaged in with the ensemble
     rng = np.random.default_rng(0)
     shifts = {"a": 2, "b": 0, "c": 12, "d": 14}  # IoU with the first labels: 0.78, 1, 0.14, 0.06
     coarse = {}
@@ -109,13 +138,20 @@ def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_fir
         coarse[stem] = np.where(fg > 0.6, label, np.where(fg < 0.3, 0, 255)).astype(np.uint8)
         save_probs(run_dir / "coarse" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, label])
         save_mask(run_dir / "coarse" / f"{stem}.png", coarse[stem])
+        save_probs(run_dir / "round1" / "predict" / f"{stem}.npz", np.stack([1 - earlier, earlier]), [0, label])
     data = load_weak_dataset(cfg.data)
     ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=2)
     summary = predict.run(ctx, run_dir / "round1" / "train", tmp_path / "pred")
-    assert summary["images_reset"] == 2
+    assert summary["images_reset"] == 2  # with the ensemble too: decided on the round's own map, not the mean
     for stem in STEMS:
         mask = load_mask(tmp_path / "pred" / f"{stem}.png")
         probs, ids = load_probs(tmp_path / "pred" / f"{stem}.npz")
+        if ensemble:  # the mean of round 1's map and the round's own (the coarse map where reset)
+            own = load_probs(run_dir / "coarse" / f"{stem}.npz")[0][1] if shifts[stem] > 10 else np.roll(
+                np.pad(np.ones((16, 16), np.float32), ((4, SIDE - 20), (4, SIDE - 20))), shifts[stem], axis=1)
+            np.testing.assert_allclose(probs[1], (earlier + own) / 2, atol=1.5 / 255)
+            np.testing.assert_array_equal(mask, np.where(probs[1] > probs[0], LABELS[stem], 0))
+            continue
         if shifts[stem] > 10 and reset_to == "coarse":  # left the first labels: starts over from the coarse map
             np.testing.assert_array_equal(mask, coarse[stem])
             np.testing.assert_allclose(probs, load_probs(run_dir / "coarse" / f"{stem}.npz")[0], atol=1 / 255)

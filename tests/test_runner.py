@@ -160,6 +160,16 @@ def test_class_weights_enter_the_training_hash_only_when_set():
     assert h_plain["crf"] == h_weighted["crf"] and h_plain["round1/train"] != h_weighted["round1/train"]
 
 
+def test_round_ensemble_keeps_round1_and_existing_hashes():
+    plain, ensembled = (load_config(overrides=["rounds.count=2", *extra]) for extra in ([], ["rounds.ensemble=true"]))
+    assert plan(plain)[-2].name == "round2/predict"
+    assert "ensemble" not in stage_keys(plain, plan(plain)[-2])  # runs made before the key keep their hash
+    assert stage_keys(ensembled, plan(ensembled)[-2])["ensemble"] is True
+    h_plain, h_ens = step_hashes(plain, plan(plain)), step_hashes(ensembled, plan(ensembled))
+    assert h_plain["round1/crf"] == h_ens["round1/crf"]  # round 1 has nothing to average with
+    assert h_plain["round2/train"] == h_ens["round2/train"] and h_plain["round2/predict"] != h_ens["round2/predict"]
+
+
 def test_lr_decay_keeps_round1_and_lowers_later_rounds_lr():
     decayed, plain = load_config(overrides=["rounds.lr_decay=0.5", "rounds.count=3"]), load_config(
         overrides=["rounds.count=3"])
