@@ -5,19 +5,33 @@
 One column per run: mean per-image foreground Jaccard (mIoU in brackets) of every stage in run order, as
 `coarse2fine status` reads them (a stage's own scores.json, so unfinished runs show their scored stages); a stage a
 run has not scored is "-". The monotone column says whether every stage (coarse, crf, then each round's final CRF) is at
-least as good as the one before it.
+least as good as the one before it, and the last of them is compared with the coarse stage and the CRF stage on the
+same images: the mean of the per-image differences with its paired standard error (every stage scores the same
+photos, so the paired error is far smaller than each mean's own, ~0.014 on COCO-MVal's 410 photos).
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.status import run_status  # noqa: E402
 
 
+def paired_gain(run_dir: Path, before: str, after: str) -> tuple[float, float, int, int]:
+    """(mean per-image gain of `after` over `before`, its paired standard error, photos better, photos worse)."""
+    first, second = (json.loads((run_dir / name / "scores.json").read_text())["per_image"] for name in (before, after))
+    gain = np.array([second[k] - first[k] for k in sorted(first) if first[k] is not None and second.get(k) is not None])
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("nan")
+    return float(gain.mean()), se, int((gain > 1e-9).sum()), int((gain < -1e-9).sum())
+
+
 def main(run_dirs: list[str]) -> int:
+    paths = {Path(d).name: Path(d) for d in run_dirs}
     runs = {Path(d).name: {r["name"]: r for r in run_status(Path(d))["stages"] if r.get("fg_jaccard") is not None}
             for d in run_dirs}
     names = list(dict.fromkeys(n for rows in runs.values() for n in rows))
@@ -34,6 +48,12 @@ def main(run_dirs: list[str]) -> int:
         ok = all(b >= a for a, b in zip(chain, chain[1:]))
         print(f"\n{run}: coarse -> crf -> round outputs {' -> '.join(f'{v:.3f}' for v in chain)}: "
               f"{'monotone' if ok else 'NOT monotone'}")
+        last = [n for n in rows if n.endswith("/crf")][-1:] or ["crf"]
+        for before in ("coarse", "crf"):
+            if before in rows and last[0] != before:
+                gain, se, better, worse = paired_gain(paths[run], before, last[0])
+                print(f"  {last[0]} - {before}: {gain:+.4f}, paired standard error {se:.4f} (t = {gain / se:.1f}); "
+                      f"{better} photos better, {worse} worse")
     return 0
 
 
