@@ -6,7 +6,7 @@
 Run one variant at a time on an otherwise idle machine (two at once share the cores and thrash).
 Setting (configs/full_camvid.yaml with CPU overrides, ANCHORS.md's reference protocol): images at `--input-scale`
 of 360x480 (default 2/3: 240x320), crops `--crop` (240x320), random scale 0.75-1.5, flip, batch `--batch` (8),
-AdamW lr 1e-3 wd 1e-4, poly 0.9, seed 0, `--threads` 2; evaluated on all 101 val images at the same input scale
+AdamW lr `--lr` (1e-3) wd 1e-4, poly 0.9, seed 0, `--threads` 2; evaluated on all 101 val images at the same input scale
 with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp_cpu),
 `--channels-last` in the channels_last memory format (train.channels_last_cpu), `--ohem` with online hard example
 mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
@@ -42,13 +42,14 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
     on = args.variant == "on"
     suffix = ((f"_w{args.width}" if args.width else "") + ("_noaux" if args.no_aux else "")
               + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")
-              + (f"_{args.class_weights}" if args.class_weights != "none" else ""))  # only the options given
+              + (f"_{args.class_weights}" if args.class_weights != "none" else "")
+              + (f"_lr{args.lr:g}" if args.lr != 1e-3 else ""))  # only the options given
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
             f"full.input_scale={args.input_scale}", f"train.crop=[{args.crop[0]},{args.crop[1]}]",
             "train.scale_range=[0.75,1.5]", f"train.batch_size={args.batch}", "train.optimizer=adamw",
-            "train.lr=0.001", "train.weight_decay=0.0001", "train.backbone_lr_mult=1.0",
+            f"train.lr={args.lr}", "train.weight_decay=0.0001", "train.backbone_lr_mult=1.0",
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
             "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
@@ -114,6 +115,7 @@ def main() -> None:
     p.add_argument("--no-aux", action="store_true", help="no auxiliary head (model.aux=false)")
     p.add_argument("--frozen-stages", type=int, default=0, help="model.frozen_stages (stem + N encoder stages fixed)")
     p.add_argument("--class-weights", choices=("none", "enet"), default="none", help="train.class_weights")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (ANCHORS.md's protocol: 1e-3)")
     p.add_argument("--out", default="runs/bench", help="run.root")
     args = p.parse_args()
 
