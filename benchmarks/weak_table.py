@@ -32,8 +32,8 @@ def paired_gain(run_dir: Path, before: str, after: str) -> tuple[float, float, i
 
 def main(run_dirs: list[str]) -> int:
     paths = {Path(d).name: Path(d) for d in run_dirs}
-    runs = {Path(d).name: {r["name"]: r for r in run_status(Path(d))["stages"] if r.get("fg_jaccard") is not None}
-            for d in run_dirs}
+    runs = {name: {r["name"]: r for r in run_status(path)["stages"] if r.get("fg_jaccard") is not None}
+            for name, path in paths.items()}
     names = list(dict.fromkeys(n for rows in runs.values() for n in rows))
     print("| stage | " + " | ".join(runs) + " |")
     print("|---|" + "---|" * len(runs))
@@ -48,11 +48,12 @@ def main(run_dirs: list[str]) -> int:
         ok = all(b >= a for a, b in zip(chain, chain[1:]))
         print(f"\n{run}: coarse -> crf -> round outputs {' -> '.join(f'{v:.3f}' for v in chain)}: "
               f"{'monotone' if ok else 'NOT monotone'}")
-        last = [n for n in rows if n.endswith("/crf")][-1:] or ["crf"]
+        last = next((n for n in reversed(rows) if n.endswith("/crf")), "crf")
         for before in ("coarse", "crf"):
-            if before in rows and last[0] != before:
-                gain, se, better, worse = paired_gain(paths[run], before, last[0])
-                print(f"  {last[0]} - {before}: {gain:+.4f}, paired standard error {se:.4f} (t = {gain / se:.1f}); "
+            if before in rows and last != before:
+                gain, se, better, worse = paired_gain(paths[run], before, last)
+                t = f"{gain / se:.1f}" if se > 0 else "-"  # nan or 0 (one photo, or identical stages) has no t
+                print(f"  {last} - {before}: {gain:+.4f}, paired standard error {se:.4f} (t = {t}); "
                       f"{better} photos better, {worse} worse")
     return 0
 
