@@ -12,7 +12,8 @@ with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 a
 mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
 `--width 64 --no-aux` with a narrower decoder and no auxiliary head (~10 % more steps in the same time),
 `--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step),
-`--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights).
+`--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights),
+`--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -43,7 +44,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
     suffix = ((f"_w{args.width}" if args.width else "") + ("_noaux" if args.no_aux else "")
               + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")
               + (f"_{args.class_weights}" if args.class_weights != "none" else "")
-              + (f"_lr{args.lr:g}" if args.lr != 1e-3 else ""))  # only the options given
+              + (f"_lr{args.lr:g}" if args.lr != 1e-3 else "")
+              + ("_convex" if args.upsample == "convex" else ""))  # only the options given
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
@@ -57,6 +59,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
+            f"model.upsample={args.upsample}",
             *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
 
 
@@ -116,6 +119,8 @@ def main() -> None:
     p.add_argument("--frozen-stages", type=int, default=0, help="model.frozen_stages (stem + N encoder stages fixed)")
     p.add_argument("--class-weights", choices=("none", "enet"), default="none", help="train.class_weights")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (ANCHORS.md's protocol: 1e-3)")
+    p.add_argument("--upsample", choices=("bilinear", "convex"), default="bilinear",
+                   help="stride-4 logits to input size (model.upsample)")
     p.add_argument("--out", default="runs/bench", help="run.root")
     args = p.parse_args()
 
@@ -137,7 +142,7 @@ def main() -> None:
                    total_seconds=round(time.time() - start), budget_minutes=args.minutes,
                    input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
                    amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
-                   aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages,
+                   aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, upsample=cfg.model.upsample,
                    class_weights=[round(w, 3) for w in cfg.train.class_weights])
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})

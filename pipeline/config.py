@@ -74,6 +74,8 @@ class ModelConfig:
     srm_kernel: int = field(default=3, metadata=_range(1, 7))  # k of the k x k offset neighbourhood
     crm: bool = True  # Contextual Refinement Module over all four backbone stages
     aux: bool = True  # auxiliary head on the stride-16 features (training only)
+    # stride-4 logits -> input size: bilinear, or convex (RAFT's learned upsampling, pipeline/models/upsample.py)
+    upsample: str = field(default="bilinear", metadata=_choices("bilinear", "convex"))
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def _unless_default(keys: dict, defaults: dict) -> dict:
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},  # c: the step's config (Config.crf_for_round applied)
-    "train": lambda c: {"model": dataclasses.asdict(c.model),
+    "train": lambda c: {"model": _unless_default(dataclasses.asdict(c.model), {"upsample": "bilinear"}),
                         "train": _unless_default(dataclasses.asdict(c.train),
                                                  {"amp_cpu": False, "channels_last_cpu": False,
                                                   "class_weights": ()}),

@@ -11,7 +11,9 @@ Layout (Wang et al., TMM 2025, as far as the abstract goes; the rest are the cho
 - Top-down path (FPN, Lin et al. 2017), for stride 16, 8, 4: lateral 1x1 conv + BN + ReLU of the backbone stage to
   `width`, plus the coarser decoder level upsampled by SRM (`srm: true`, pipeline/models/srm.py) or bilinearly
   (`srm: false`), then a 3x3 conv + BN + ReLU. SRM is used at all three decoder upsampling steps; the last x4
-  step from the stride-4 logits to the input size is bilinear (there are no image-resolution features to align to).
+  step from the stride-4 logits to the input size is bilinear (`upsample: bilinear`; there are no image-resolution
+  features to align to) or RAFT's convex upsampling with weights from the head's hidden features (`upsample:
+  convex`, pipeline/models/upsample.py; it starts as bilinear).
 - Segmentation head on the stride-4 level: 3x3 conv + BN + ReLU, Dropout2d(0.1), 1x1 conv to classes.
 - Auxiliary head (`aux: true`, training only) on the stride-16 decoder level: 3x3 conv + BN + ReLU, 1x1 conv.
   The loss weight 0.4 lives in TrainConfig.aux_weight (pipeline/models/losses.py).
@@ -27,6 +29,7 @@ from pipeline.config import ModelConfig
 from pipeline.models.backbones import build_backbone
 from pipeline.models.crm import ContextualRefinement, conv_bn_relu
 from pipeline.models.srm import SemanticRefinement
+from pipeline.models.upsample import ConvexUpsample
 
 
 class SegHead(nn.Module):
@@ -40,6 +43,11 @@ class SegHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.dropout(self.conv(x)))
+
+    def forward_with_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, the 3x3 conv's features they were classified from)."""
+        hidden = self.conv(x)
+        return self.classify(self.dropout(hidden)), hidden
 
 
 class TopDownDecoder(nn.Module):
@@ -85,6 +93,7 @@ class SegNet(nn.Module):
                                       cfg.srm_kernel)
         self.head = SegHead(cfg.width, num_classes, dropout=0.1)  # 0.1: the usual segmentation-head dropout
         self.aux_head = SegHead(cfg.width, num_classes, dropout=0.0) if cfg.aux else None
+        self.upsample = ConvexUpsample(cfg.width, factor=4) if cfg.upsample == "convex" else None  # 4: p4's stride
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -92,7 +101,11 @@ class SegNet(nn.Module):
         size = x.shape[-2:]
         feats = self.backbone(x)
         p4, p16 = self.decoder(feats)
-        out = {"out": F.interpolate(self.head(p4), size=size, mode="bilinear", align_corners=False)}
+        if self.upsample is not None:
+            logits, hidden = self.head.forward_with_hidden(p4)
+            out = {"out": self.upsample(logits, hidden, size)}
+        else:
+            out = {"out": F.interpolate(self.head(p4), size=size, mode="bilinear", align_corners=False)}
         if self.training and self.aux_head is not None:
             out["aux"] = F.interpolate(self.aux_head(p16), size=size, mode="bilinear", align_corners=False)
         return out
