@@ -33,7 +33,7 @@ from types import ModuleType
 
 from stages import coarse, crf, evaluate, predict, train
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, ModelConfig
 from .demo_data import ensure_demo
 from .io import atomic_write_bytes, load_mask, read_json, write_json
 from .parallel import ray_session
@@ -53,10 +53,15 @@ def _unless_default(keys: dict, defaults: dict) -> dict:
     return {k: v for k, v in keys.items() if not (k in defaults and v == defaults[k])}
 
 
+def model_keys(model: ModelConfig) -> dict:
+    """The network's config as hashed by training stages (and the report's full reference)."""
+    return _unless_default(dataclasses.asdict(model), {"upsample": "bilinear"})
+
+
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},  # c: the step's config (Config.crf_for_round applied)
-    "train": lambda c: {"model": _unless_default(dataclasses.asdict(c.model), {"upsample": "bilinear"}),
+    "train": lambda c: {"model": model_keys(c.model),
                         "train": _unless_default(dataclasses.asdict(c.train),
                                                  {"amp_cpu": False, "channels_last_cpu": False,
                                                   "class_weights": ()}),

@@ -57,10 +57,8 @@ class ConvexUpsample(nn.Module):
         self.factor = factor
         self.weights = nn.Conv2d(channels, 9 * factor * factor, 1)
         nn.init.zeros_(self.weights.weight)
-        bilinear = bilinear_neighbour_weights(factor)
-        with torch.no_grad():
-            self.weights.bias.copy_(torch.where(bilinear > 0, bilinear.clamp(min=1e-12).log(),
-                                                torch.full_like(bilinear, _ZERO_WEIGHT_LOGIT)).flatten())
+        with torch.no_grad():  # log(0) = -inf for the unused neighbours, clamped to a finite e^-30
+            self.weights.bias.copy_(bilinear_neighbour_weights(factor).log().clamp(min=_ZERO_WEIGHT_LOGIT).flatten())
 
     def forward(self, logits: torch.Tensor, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         up = convex_upsample(logits, self.weights(features), self.factor)
