@@ -18,6 +18,14 @@ The poly schedule needs its length up front, so the script first times `--probe`
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
 anything else running then (or later) changes the real training time, printed as train_seconds.
+
+Test-time augmentation of a finished run (same options, which name the run, plus `--iterations`): `--eval-only`
+loads its `full/model.pt` and scores the val split with `--eval-flip` and/or `--eval-scales` (relative to
+`--input-scale`; mmsegmentation's aug_test), prints the scores and writes nothing. That is a different protocol from
+ANCHORS.md's single 240x320 pass, so it is reported beside it, never instead of it:
+
+    .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant on --amp-cpu --channels-last \
+        --ohem --width 64 --no-aux --iterations 1620 --eval-only --eval-flip --eval-scales 0.75 1 1.25 1.5
 """
 from __future__ import annotations
 
@@ -59,7 +67,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
-            f"model.upsample={args.upsample}",
+            f"model.upsample={args.upsample}", f"full.eval_flip={str(args.eval_flip).lower()}",
+            f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]",
             *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
 
 
@@ -99,6 +108,28 @@ def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> fl
     return float(np.median(times))
 
 
+def evaluate_finished_run(args: argparse.Namespace) -> None:
+    """Score the run named by `args` (its full/model.pt) on the val split with the test-time options; print only."""
+    from stages.full import score
+
+    if not args.iterations:
+        raise SystemExit("--eval-only needs --iterations: the finished run's schedule length")
+    cfg = load_config(CONFIG, overrides=overrides(args, args.iterations, training_class_weights(args)))
+    weights = Path(cfg.run.root) / cfg.run.name / "full" / "model.pt"
+    if not weights.is_file():
+        raise SystemExit(f"{weights}: not found (train the run first, with the same options)")
+    torch.set_num_threads(args.threads)
+    val = open_dataset(cfg.full, cfg.full.val_split)
+    model = make_model(cfg, val.num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    start = time.time()
+    scores = score(model.eval(), val, cfg, "cpu", test_time=True)
+    print(json.dumps({"run": str(weights.parent.parent), "eval_scales": args.eval_scales, "eval_flip": args.eval_flip,
+                      "miou": round(scores["miou"], 4), "pixel_acc": round(scores["pixel_acc"], 4),
+                      "seconds": round(time.time() - start, 1)}))
+    print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in scores["per_class_iou"].items()})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="CamVid folder (SegNet layout)")
@@ -122,7 +153,15 @@ def main() -> None:
     p.add_argument("--upsample", choices=("bilinear", "convex"), default="bilinear",
                    help="stride-4 logits to input size (model.upsample)")
     p.add_argument("--out", default="runs/bench", help="run.root")
+    p.add_argument("--eval-only", action="store_true", help="score the finished run's model.pt; no training")
+    p.add_argument("--eval-flip", action="store_true", help="with --eval-only: add flipped predictions")
+    p.add_argument("--eval-scales", type=float, nargs="+", default=[1.0], help="with --eval-only: test scales")
     args = p.parse_args()
+    if not args.eval_only and (args.eval_flip or args.eval_scales != [1.0]):
+        p.error("--eval-flip and --eval-scales go with --eval-only (training runs keep the anchor's single pass)")
+    if args.eval_only:
+        evaluate_finished_run(args)
+        return
 
     from stages.full import run
 
