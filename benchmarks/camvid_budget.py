@@ -114,7 +114,7 @@ def evaluate_finished_run(args: argparse.Namespace) -> None:
 
     if not args.iterations:
         raise SystemExit("--eval-only needs --iterations: the finished run's schedule length")
-    cfg = load_config(CONFIG, overrides=overrides(args, args.iterations, training_class_weights(args)))
+    cfg = load_config(CONFIG, overrides=overrides(args, args.iterations))  # class weights only matter to training
     weights = Path(cfg.run.root) / cfg.run.name / "full" / "model.pt"
     if not weights.is_file():
         raise SystemExit(f"{weights}: not found (train the run first, with the same options)")
