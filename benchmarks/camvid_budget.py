@@ -13,7 +13,8 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--width 64 --no-aux` with a narrower decoder and no auxiliary head (~10 % more steps in the same time),
 `--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step),
 `--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights),
-`--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample).
+`--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample),
+`--ema 0.998` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -53,7 +54,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
               + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")
               + (f"_{args.class_weights}" if args.class_weights != "none" else "")
               + (f"_lr{args.lr:g}" if args.lr != 1e-3 else "")
-              + ("_convex" if args.upsample == "convex" else ""))  # only the options given
+              + ("_convex" if args.upsample == "convex" else "")
+              + (f"_ema{args.ema:g}" if args.ema else ""))  # only the options given
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
@@ -67,7 +69,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
-            f"model.upsample={args.upsample}", f"full.eval_flip={str(args.eval_flip).lower()}",
+            f"model.upsample={args.upsample}", f"train.ema_decay={args.ema}",
+            f"full.eval_flip={str(args.eval_flip).lower()}",
             f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]",
             *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
 
@@ -152,6 +155,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (ANCHORS.md's protocol: 1e-3)")
     p.add_argument("--upsample", choices=("bilinear", "convex"), default="bilinear",
                    help="stride-4 logits to input size (model.upsample)")
+    p.add_argument("--ema", type=float, default=0.0, help="train.ema_decay: evaluate an EMA of the weights; 0 = off")
     p.add_argument("--out", default="runs/bench", help="run.root")
     p.add_argument("--eval-only", action="store_true", help="score the finished run's model.pt; no training")
     p.add_argument("--eval-flip", action="store_true", help="with --eval-only: add flipped predictions")

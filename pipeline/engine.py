@@ -13,7 +13,8 @@ and saved in every checkpoint, so a run resumed from `last.pt` gives the same we
 
 Outputs in `out_dir`: `last.pt` every `checkpoint_every` iterations (model, optimiser, scheduler, scaler, torch RNG,
 iteration, best score; loadable with `torch.load(weights_only=True)`), `best.pt` (weights with the best validation
-mIoU when `val_fn` is given), `model.pt` (final weights, written last), `log.csv`, TensorBoard events if available.
+mIoU when `val_fn` is given), `model.pt` (final weights, or their EMA, written last), `log.csv`, TensorBoard
+events if available.
 
 Loss: pipeline.models.SegLoss (cross-entropy or OHEM, ignore 255, + aux_weight x auxiliary head).
 Mixed precision: bf16 autocast with `train.amp` on CUDA, with `train.amp_cpu` on CPU (worth it only where the CPU
@@ -21,6 +22,11 @@ has AVX512-BF16 or AMX: CamVid lite network 1.08 -> 0.91 s per step of 8 crops o
 Memory format: channels_last with `train.channels_last` on CUDA, with `train.channels_last_cpu` on CPU (oneDNN's
 NHWC convolutions; same numbers up to float rounding, see tests/test_engine.py, except that dropout draws its
 mask in memory order, so a given seed drops other activations).
+Weight averaging: with `train.ema_decay` = d > 0 an exponential moving average of the weights and buffers
+(torch.optim.swa_utils.AveragedModel, as timm's ModelEma and mmengine's EMAHook) follows every optimiser step;
+it is what validation scores and what best.pt and model.pt hold, and it is saved in last.pt for `--resume`.
+Update n (n = 1, 2, ...; the first copies the weights) uses d_n = min(d, (1 + n) / (10 + n)) (TensorFlow's
+ExponentialMovingAverage warm-up), so the average does not keep the random head of the first steps.
 Assumptions: bf16 autocast needs no loss scaling, so the GradScaler is disabled and only kept in the checkpoint for
 format stability; weight decay is not applied to 1-D parameters (norm weights, biases), as in timm / torchvision refs.
 """
@@ -95,6 +101,20 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(param_groups, lr=cfg.lr)
     raise ValueError(f"config key 'train.optimizer': unknown optimiser {cfg.optimizer!r}")
+
+
+def ema_of(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """The exponential moving average of `model`'s weights and buffers (see the module docstring for the warm-up)."""
+
+    def update(averages: list[torch.Tensor], currents: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        d = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        for average, current in zip(averages, currents):
+            if average.is_floating_point():
+                average.lerp_(current, 1.0 - d)
+            else:  # integer buffers (BatchNorm's num_batches_tracked) are counters: follow the model
+                average.copy_(current)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -175,6 +195,8 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     loss_fn = SegLoss(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept,
                       class_weights=cfg.class_weights)
     scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16 needs no loss scaling (see docstring)
+    ema = ema_of(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    scored = ema.module if ema is not None else model  # what validation, best.pt and model.pt see
 
     start, best = 0, -math.inf
     last_path = out_dir / "last.pt"
@@ -185,6 +207,10 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if ema is not None:
+            if "ema" not in ckpt:
+                raise ValueError(f"{last_path}: written without train.ema_decay; resume it without EMA or start afresh")
+            ema.load_state_dict(ckpt["ema"])
         if on_cuda and "cuda_rng" in ckpt:
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start, best = int(ckpt["iteration"]), float(ckpt["best"])
@@ -221,6 +247,8 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += step_loss
         steps += 1
         done = it + 1
@@ -235,9 +263,9 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
             tick, seen, loss_sum, steps = time.time(), 0, 0.0, 0
         if writes and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
             if val_fn is not None:
-                model.eval()
+                scored.eval()
                 with torch.no_grad():
-                    scores = val_fn(model)
+                    scores = val_fn(scored)
                 model.train()
                 row.update(iteration=done, val_miou=f"{scores['miou']:.5f}",
                            val_pixel_acc=f"{scores.get('pixel_acc', float('nan')):.5f}")
@@ -246,12 +274,14 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
                     writer.add_scalar("val/miou", scores["miou"], done)
                 if scores[best_metric] > best:
                     best = float(scores[best_metric])
-                    _save({"model": model.state_dict(), "iteration": done, best_metric: best}, out_dir / "best.pt")
+                    _save({"model": scored.state_dict(), "iteration": done, best_metric: best}, out_dir / "best.pt")
             ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "torch_rng": torch.get_rng_state(), "iteration": done, "best": best, "seed": seed}
             if on_cuda:
                 ckpt["cuda_rng"] = torch.cuda.get_rng_state_all()
+            if ema is not None:
+                ckpt["ema"] = ema.state_dict()
             _save(ckpt, last_path)
         if row:
             _log_row(log_path, row)
@@ -261,6 +291,8 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     if writer is not None:
         writer.close()
     model.eval()
+    if ema is not None:  # the caller's model leaves with the weights that were saved
+        model.load_state_dict(ema.module.state_dict())
     final = out_dir / "model.pt"
     if writes:
         _save({k: v.detach().cpu() for k, v in model.state_dict().items()}, final)

@@ -44,7 +44,7 @@ from .inference import evaluate
 from .io import atomic_write_bytes, load_mask, read_image, read_json, write_json
 from .models import build_model
 from .predict_images import colorize
-from .runner import model_keys
+from .runner import model_keys, unless_default
 from .stage import Record
 from .trained import RunError, finished_rounds, load_checkpoint_model, load_run_model, read_run
 from .transforms import TrainTransform
@@ -187,7 +187,8 @@ def _scores(model: torch.nn.Module, records: list[Record], cfg: Config, classes:
 def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record], out_dir: Path,
                          device: torch.device) -> Path:
     """Train (or reuse / resume) the fully supervised network in out_dir; returns out_dir/model.pt."""
-    key = {"model": model_keys(cfg.model), "train": dataclasses.asdict(cfg.train), "seed": cfg.run.seed,
+    key = {"model": model_keys(cfg.model), "seed": cfg.run.seed,
+           "train": unless_default(dataclasses.asdict(cfg.train), {"ema_decay": 0.0}),
            "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
     manifest = out_dir / "manifest.json"

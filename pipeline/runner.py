@@ -47,7 +47,7 @@ def _data_keys(cfg: Config) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in SCORING_KEYS}
 
 
-def _unless_default(keys: dict, defaults: dict) -> dict:
+def unless_default(keys: dict, defaults: dict) -> dict:
     """`keys` without the options in `defaults` that are at their default value: options added after runs were
     made enter the hash only when set, so those runs keep their hashes."""
     return {k: v for k, v in keys.items() if not (k in defaults and v == defaults[k])}
@@ -55,23 +55,23 @@ def _unless_default(keys: dict, defaults: dict) -> dict:
 
 def model_keys(model: ModelConfig) -> dict:
     """The network's config as hashed by training stages (and the report's full reference)."""
-    return _unless_default(dataclasses.asdict(model), {"upsample": "bilinear"})
+    return unless_default(dataclasses.asdict(model), {"upsample": "bilinear"})
 
 
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
     "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},  # c: the step's config (Config.crf_for_round applied)
     "train": lambda c: {"model": model_keys(c.model),
-                        "train": _unless_default(dataclasses.asdict(c.train),
+                        "train": unless_default(dataclasses.asdict(c.train),
                                                  {"amp_cpu": False, "channels_last_cpu": False,
-                                                  "class_weights": ()}),
+                                                  "class_weights": (), "ema_decay": 0.0}),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed,
-                        **_unless_default({"foreground_network": c.rounds.foreground_network,
+                        **unless_default({"foreground_network": c.rounds.foreground_network,
                                            "lr_decay": c.rounds.lr_decay},
                                           {"foreground_network": False, "lr_decay": 1.0})},
     "predict": lambda c: {**{k: getattr(c.rounds, k) for k in
                              ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
-                          **_unless_default({"reset_iou": c.rounds.reset_iou, "reset_to": c.rounds.reset_to,
+                          **unless_default({"reset_iou": c.rounds.reset_iou, "reset_to": c.rounds.reset_to,
                                              "ensemble": c.rounds.ensemble},
                                             {"reset_iou": 0.0, "reset_to": "coarse", "ensemble": False})},
 }

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainConfig
-from pipeline.engine import SeededSamples, build_optimizer, lr_factor, train_model
+from pipeline.engine import SeededSamples, build_optimizer, ema_of, lr_factor, train_model
 from pipeline.transforms import TrainTransform
 
 
@@ -124,9 +124,31 @@ def test_training_learns_and_writes_logs_and_best(tmp_path):
     assert ckpt["iteration"] == 40 and set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "torch_rng"}
 
 
-@pytest.mark.parametrize("grad_accum", [1, 2])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, grad_accum):
-    cfg = small_cfg(grad_accum=grad_accum, optimizer="sgd")
+def test_ema_hand_computed_with_warm_up_and_cap():
+    model = nn.BatchNorm1d(1)  # weight (float parameter), running_mean (float buffer), num_batches_tracked (int)
+    ema = ema_of(model, decay=0.5)
+    averaged = []
+    for w in (1.0, 3.0, 5.0):
+        with torch.no_grad():
+            model.weight.fill_(w)
+            model.running_mean.fill_(-w)
+            model.num_batches_tracked.fill_(int(w))
+        ema.update_parameters(model)
+        averaged.append(ema.module.weight.item())
+    # update 1 copies; update 2: d = min(.5, 2/11) -> 1*2/11 + 3*9/11; update 3: d = min(.5, 3/12) = .25
+    assert averaged == pytest.approx([1.0, 1 * 2 / 11 + 3 * 9 / 11, (2 / 11 + 27 / 11) * 0.25 + 5 * 0.75])
+    assert ema.module.running_mean.item() == pytest.approx(-averaged[-1])  # buffers are averaged too
+    assert int(ema.module.num_batches_tracked) == 5  # integer counters follow the model
+    ema.n_averaged.fill_(100)  # late: (1 + n) / (10 + n) > decay, so d = decay
+    with torch.no_grad():
+        model.weight.fill_(9.0)
+    ema.update_parameters(model)
+    assert ema.module.weight.item() == pytest.approx(0.5 * averaged[-1] + 0.5 * 9.0)
+
+
+@pytest.mark.parametrize("grad_accum,ema_decay", [(1, 0.0), (2, 0.0), (1, 0.9)])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, grad_accum, ema_decay):
+    cfg = small_cfg(grad_accum=grad_accum, optimizer="sgd", ema_decay=ema_decay)
     torch.manual_seed(0)
     ref_model = TinySegNet()
     init = {k: v.clone() for k, v in ref_model.state_dict().items()}
@@ -146,6 +168,15 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, grad_accum):
         assert torch.equal(a[k], b[k]), k
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [int(r["iteration"]) for r in rows] == [2, 4, 6]
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    if ema_decay:  # model.pt holds the average, not the last weights
+        assert all(torch.equal(b[k], last["ema"][f"module.{k}"]) for k in b)
+        assert not torch.equal(b["head.weight"], last["model"]["head.weight"])
+        train_model(TinySegNet(), ColourSquares(), small_cfg(iterations=3), tmp_path / "plain", seed=7, device="cpu")
+        with pytest.raises(ValueError, match="written without train.ema_decay"):
+            train_model(TinySegNet(), ColourSquares(), cfg, tmp_path / "plain", seed=7, device="cpu")
+    else:
+        assert all(torch.equal(b[k], last["model"][k]) for k in b) and "ema" not in last
 
     other = TinySegNet()
     other.load_state_dict(init)

@@ -153,11 +153,12 @@ def test_foreground_network_switch_redoes_training():
     assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] != h_off["round1/train"]
 
 
-def test_class_weights_enter_the_training_hash_only_when_set():
-    plain, weighted = Config(), load_config(overrides=["train.class_weights=[1.0,2.0]"])
-    assert "class_weights" not in stage_keys(plain, plan(plain)[2])["train"]  # runs made before the key keep their hash
-    h_plain, h_weighted = step_hashes(plain, plan(plain)), step_hashes(weighted, plan(weighted))
-    assert h_plain["crf"] == h_weighted["crf"] and h_plain["round1/train"] != h_weighted["round1/train"]
+@pytest.mark.parametrize("key,value", [("class_weights", "[1.0,2.0]"), ("ema_decay", "0.99")])
+def test_later_training_options_enter_the_hash_only_when_set(key, value):
+    plain, changed = Config(), load_config(overrides=[f"train.{key}={value}"])
+    assert key not in stage_keys(plain, plan(plain)[2])["train"]  # runs made before the key keep their hash
+    h_plain, h_changed = step_hashes(plain, plan(plain)), step_hashes(changed, plan(changed))
+    assert h_plain["crf"] == h_changed["crf"] and h_plain["round1/train"] != h_changed["round1/train"]
 
 
 def test_round_ensemble_keeps_round1_and_existing_hashes():
