@@ -146,6 +146,19 @@ def test_ema_hand_computed_with_warm_up_and_cap():
     assert ema.module.weight.item() == pytest.approx(0.5 * averaged[-1] + 0.5 * 9.0)
 
 
+def test_ema_leaves_the_training_trajectory_alone(tmp_path):
+    """The average only watches: last.pt's weights are those of the same run without EMA, model.pt differs."""
+    outs = {}
+    for decay in (0.0, 0.9):
+        torch.manual_seed(0)
+        out = train_model(TinySegNet(), ColourSquares(), small_cfg(ema_decay=decay), tmp_path / str(decay), seed=3,
+                          device="cpu")
+        outs[decay] = (torch.load(out, weights_only=True), torch.load(out.parent / "last.pt", weights_only=True))
+    (plain, plain_last), (averaged, ema_last) = outs[0.0], outs[0.9]
+    assert all(torch.equal(plain_last["model"][k], ema_last["model"][k]) for k in plain)
+    assert not torch.equal(plain["head.weight"], averaged["head.weight"])
+
+
 @pytest.mark.parametrize("grad_accum,ema_decay", [(1, 0.0), (2, 0.0), (1, 0.9)])
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, grad_accum, ema_decay):
     cfg = small_cfg(grad_accum=grad_accum, optimizer="sgd", ema_decay=ema_decay)
