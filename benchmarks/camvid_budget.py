@@ -14,7 +14,7 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step),
 `--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights),
 `--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample),
-`--ema 0.998` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay).
+`--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
