@@ -63,17 +63,17 @@ STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input
     "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},  # c: the step's config (Config.crf_for_round applied)
     "train": lambda c: {"model": model_keys(c.model),
                         "train": unless_default(dataclasses.asdict(c.train),
-                                                 {"amp_cpu": False, "channels_last_cpu": False,
-                                                  "class_weights": (), "ema_decay": 0.0}),
+                                                {"amp_cpu": False, "channels_last_cpu": False,
+                                                 "class_weights": (), "ema_decay": 0.0}),
                         "warm_start": c.rounds.warm_start, "seed": c.run.seed,
                         **unless_default({"foreground_network": c.rounds.foreground_network,
-                                           "lr_decay": c.rounds.lr_decay},
-                                          {"foreground_network": False, "lr_decay": 1.0})},
+                                          "lr_decay": c.rounds.lr_decay},
+                                         {"foreground_network": False, "lr_decay": 1.0})},
     "predict": lambda c: {**{k: getattr(c.rounds, k) for k in
                              ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
                           **unless_default({"reset_iou": c.rounds.reset_iou, "reset_to": c.rounds.reset_to,
-                                             "ensemble": c.rounds.ensemble},
-                                            {"reset_iou": 0.0, "reset_to": "coarse", "ensemble": False})},
+                                            "ensemble": c.rounds.ensemble},
+                                           {"reset_iou": 0.0, "reset_to": "coarse", "ensemble": False})},
 }
 
 
