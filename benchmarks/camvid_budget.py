@@ -14,7 +14,9 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step),
 `--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights),
 `--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample),
-`--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay).
+`--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay),
+`--lovasz 1.0` adding that weight times the Lovász-softmax loss, an mIoU surrogate, on every 4th pixel and row
+(train.lovasz_weight, train.lovasz_stride).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -55,7 +57,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
               + (f"_{args.class_weights}" if args.class_weights != "none" else "")
               + (f"_lr{args.lr:g}" if args.lr != 1e-3 else "")
               + ("_convex" if args.upsample == "convex" else "")
-              + (f"_ema{args.ema:g}" if args.ema else ""))  # only the options given
+              + (f"_ema{args.ema:g}" if args.ema else "")
+              + (f"_lovasz{args.lovasz:g}" if args.lovasz else ""))  # only the options given
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
@@ -70,6 +73,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
             f"model.upsample={args.upsample}", f"train.ema_decay={args.ema}",
+            f"train.lovasz_weight={args.lovasz}",
             f"full.eval_flip={str(args.eval_flip).lower()}",
             f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]",
             *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
@@ -156,6 +160,7 @@ def main() -> None:
     p.add_argument("--upsample", choices=("bilinear", "convex"), default="bilinear",
                    help="stride-4 logits to input size (model.upsample)")
     p.add_argument("--ema", type=float, default=0.0, help="train.ema_decay: evaluate an EMA of the weights; 0 = off")
+    p.add_argument("--lovasz", type=float, default=0.0, help="train.lovasz_weight: + this * Lovász-softmax; 0 = off")
     p.add_argument("--out", default="runs/bench", help="run.root")
     p.add_argument("--eval-only", action="store_true", help="score the finished run's model.pt; no training")
     p.add_argument("--eval-flip", action="store_true", help="with --eval-only: add flipped predictions")

@@ -121,6 +121,8 @@ class TrainConfig:
     ohem_thresh: float = field(default=0.7, metadata=_range(0.0, 1.0))  # keep pixels whose true-class prob < this
     ohem_min_kept: int = field(default=10_000, metadata=_range(1))  # ...but at least this many per batch
     class_weights: tuple[float, ...] = ()  # per-class loss weights (e.g. models.losses.enet_class_weights); () = unweighted
+    lovasz_weight: float = field(default=0.0, metadata=_range(0.0))  # + this * Lovász-softmax (an mIoU surrogate) on the main output; 0 = off
+    lovasz_stride: int = field(default=4, metadata=_range(1))  # Lovász on every Nth pixel and row: sorting all costs as much as a step
     ema_decay: float = field(default=0.0, metadata=_range(0.0, 0.9999))  # EMA of weights + buffers, validated and saved as model.pt (timm's ModelEma); 0 = off
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     amp_cpu: bool = False  # bf16 autocast on CPU as well: ~1.2x faster where the CPU has AVX512-BF16 or AMX, slower where it has neither

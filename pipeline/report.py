@@ -188,7 +188,8 @@ def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record
                          device: torch.device) -> Path:
     """Train (or reuse / resume) the fully supervised network in out_dir; returns out_dir/model.pt."""
     key = {"model": model_keys(cfg.model), "seed": cfg.run.seed,
-           "train": unless_default(dataclasses.asdict(cfg.train), {"ema_decay": 0.0}),
+           "train": unless_default(dataclasses.asdict(cfg.train),
+                                           {"ema_decay": 0.0, "lovasz_weight": 0.0, "lovasz_stride": 4}),
            "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
     manifest = out_dir / "manifest.json"

@@ -153,7 +153,8 @@ def test_foreground_network_switch_redoes_training():
     assert h_on["crf"] == h_off["crf"] and h_on["round1/train"] != h_off["round1/train"]
 
 
-@pytest.mark.parametrize("key,value", [("class_weights", "[1.0,2.0]"), ("ema_decay", "0.99")])
+@pytest.mark.parametrize("key,value", [("class_weights", "[1.0,2.0]"), ("ema_decay", "0.99"),
+                                       ("lovasz_weight", "1.0")])
 def test_later_training_options_enter_the_hash_only_when_set(key, value):
     plain, changed = Config(), load_config(overrides=[f"train.{key}={value}"])
     assert key not in stage_keys(plain, plan(plain)[2])["train"]  # runs made before the key keep their hash
