@@ -97,7 +97,8 @@ def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> fl
     data = make_train_set(cfg, model.mean, model.std)
     opt = build_optimizer(model, cfg.train)
     loss_fn = SegLoss(cfg.train.aux_weight, cfg.train.ohem, cfg.train.ohem_thresh, cfg.train.ohem_min_kept,
-                      class_weights=cfg.train.class_weights)
+                      class_weights=cfg.train.class_weights, lovasz_weight=cfg.train.lovasz_weight,
+                      lovasz_stride=cfg.train.lovasz_stride)
     rng = np.random.default_rng(0)
     times = []
     for step in range(args.probe + 1):
@@ -191,7 +192,8 @@ def main() -> None:
                    input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
                    amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
                    aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, upsample=cfg.model.upsample,
-                   class_weights=[round(w, 3) for w in cfg.train.class_weights])
+                   class_weights=[round(w, 3) for w in cfg.train.class_weights], seed=args.seed,
+                   ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 
