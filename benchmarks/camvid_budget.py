@@ -16,7 +16,8 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample),
 `--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay),
 `--lovasz 1.0` adding that weight times the Lovász-softmax loss, an mIoU surrogate, on every 4th pixel and row
-(train.lovasz_weight, train.lovasz_stride).
+(train.lovasz_weight, train.lovasz_stride), `--stride2` with one more decoder level at stride 2 and the head on it
+(model.stride2).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -58,7 +59,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
               + (f"_lr{args.lr:g}" if args.lr != 1e-3 else "")
               + ("_convex" if args.upsample == "convex" else "")
               + (f"_ema{args.ema:g}" if args.ema else "")
-              + (f"_lovasz{args.lovasz:g}" if args.lovasz else ""))  # only the options given
+              + (f"_lovasz{args.lovasz:g}" if args.lovasz else "")
+              + ("_stride2" if args.stride2 else ""))  # only the options given
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
@@ -73,7 +75,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
             f"model.upsample={args.upsample}", f"train.ema_decay={args.ema}",
-            f"train.lovasz_weight={args.lovasz}",
+            f"train.lovasz_weight={args.lovasz}", f"model.stride2={str(args.stride2).lower()}",
             f"full.eval_flip={str(args.eval_flip).lower()}",
             f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]",
             *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
@@ -162,6 +164,7 @@ def main() -> None:
                    help="stride-4 logits to input size (model.upsample)")
     p.add_argument("--ema", type=float, default=0.0, help="train.ema_decay: evaluate an EMA of the weights; 0 = off")
     p.add_argument("--lovasz", type=float, default=0.0, help="train.lovasz_weight: + this * Lovász-softmax; 0 = off")
+    p.add_argument("--stride2", action="store_true", help="model.stride2: a decoder level at stride 2, head on it")
     p.add_argument("--out", default="runs/bench", help="run.root")
     p.add_argument("--eval-only", action="store_true", help="score the finished run's model.pt; no training")
     p.add_argument("--eval-flip", action="store_true", help="with --eval-only: add flipped predictions")
@@ -193,7 +196,7 @@ def main() -> None:
                    amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
                    aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, upsample=cfg.model.upsample,
                    class_weights=[round(w, 3) for w in cfg.train.class_weights], seed=args.seed,
-                   ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight)
+                   ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight, stride2=cfg.model.stride2)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 

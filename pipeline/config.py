@@ -69,6 +69,7 @@ class ModelConfig:
     aux: bool = True  # auxiliary head on the stride-16 features (training only)
     # stride-4 logits -> input size: bilinear, or convex (RAFT's learned upsampling, pipeline/models/upsample.py)
     upsample: str = field(default="bilinear", metadata=_choices("bilinear", "convex"))
+    stride2: bool = False  # one more decoder level at stride 2 (width / 2 channels), the head on it: for 1-3 px classes
 
 
 @dataclass(frozen=True)

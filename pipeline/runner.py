@@ -55,7 +55,7 @@ def unless_default(keys: dict, defaults: dict) -> dict:
 
 def model_keys(model: ModelConfig) -> dict:
     """The network's config as hashed by training stages (and the report's full reference)."""
-    return unless_default(dataclasses.asdict(model), {"upsample": "bilinear"})
+    return unless_default(dataclasses.asdict(model), {"upsample": "bilinear", "stride2": False})
 
 
 STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage

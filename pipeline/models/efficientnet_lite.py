@@ -35,6 +35,7 @@ from torch import nn
 LITE0_MEAN = (0.5, 0.5, 0.5)  # TF lite reference: (x*255 - 127) / 128 ~= (x - 0.5) / 0.5
 LITE0_STD = (0.5, 0.5, 0.5)
 LITE0_STAGE_CHANNELS = (24, 40, 112, 320)  # output channels at strides 4, 8, 16, 32
+LITE0_STRIDE2_CHANNELS = 16  # output channels of block 0, the last block at stride 2
 BN_EPS = 1e-3  # TensorFlow BatchNorm epsilon
 BN_MOMENTUM = 0.1  # PyTorch default (TF uses 0.01): running stats must adapt within short fine-tuning runs
 
