@@ -19,9 +19,10 @@ Layout (Wang et al., TMM 2025, as far as the abstract goes; the rest are the cho
   the square of the width, so at width / 2 the head's 3x3 conv costs what it did at stride 4): lateral 1x1 conv
   plus the stride-4 level reduced to width / 2 by a 1x1 conv (before upsampling: 4x cheaper) and upsampled by SRM
   (`srm: true`) or bilinearly, with no 3x3 conv of its own (the head's follows); the head sits on it and the last
-  step is x2. A bf16 CamVid step (8 x 240x320, width 64, 2 cores) costs ~12 % more. Why: on CamVid val
-  at 240x320 even the ground truth sent through stride 4 and back scores 32 % IoU for poles, through stride 2 78 %
-  (benchmarks/camvid_stride_oracle.py). Off by default; the extra level is ours, not the paper's.
+  step is x2. A bf16 CamVid step (8 x 240x320, width 64, 2 cores) costs ~12 % more in a micro-benchmark. Why: on
+  CamVid val at 240x320 even the ground truth sent through stride 4 and back scores 32 % IoU for poles, through
+  stride 2 78 % (benchmarks/camvid_stride_oracle.py). Off by default; the extra level is ours, not the paper's. At
+  the 20-minute CPU budget it did not pay (docs/results_full.md: 67.9 vs 68.5-69.1 on the same seed).
 - Segmentation head on the stride-4 level (stride 2 with `stride2`): 3x3 conv + BN + ReLU, Dropout2d(0.1), 1x1 conv
   to classes.
 - Auxiliary head (`aux: true`, training only) on the stride-16 decoder level: 3x3 conv + BN + ReLU, 1x1 conv.
@@ -103,7 +104,7 @@ class Stride2Level(nn.Module):
             up = self.srm(low, lateral)
         else:
             up = F.interpolate(low, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-        return lateral + up  # the head's 3x3 conv smooths it (a separate 3x3 conv here: +5 % per step, measured)
+        return lateral + up  # the head's 3x3 conv smooths it (a 3x3 conv of its own: +17 % per step instead of +12 %)
 
 
 class SegNet(nn.Module):
