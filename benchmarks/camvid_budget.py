@@ -98,9 +98,7 @@ def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> fl
     model = model.to(memory_format=memory_format)
     data = make_train_set(cfg, model.mean, model.std)
     opt = build_optimizer(model, cfg.train)
-    loss_fn = SegLoss(cfg.train.aux_weight, cfg.train.ohem, cfg.train.ohem_thresh, cfg.train.ohem_min_kept,
-                      class_weights=cfg.train.class_weights, lovasz_weight=cfg.train.lovasz_weight,
-                      lovasz_stride=cfg.train.lovasz_stride)
+    loss_fn = SegLoss.from_config(cfg.train)  # as pipeline.engine
     rng = np.random.default_rng(0)
     times = []
     for step in range(args.probe + 1):

@@ -193,9 +193,7 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     writes = rank == 0
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    loss_fn = SegLoss(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept,
-                      class_weights=cfg.class_weights, lovasz_weight=cfg.lovasz_weight,
-                      lovasz_stride=cfg.lovasz_stride)
+    loss_fn = SegLoss.from_config(cfg)
     scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16 needs no loss scaling (see docstring)
     ema = ema_of(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     scored = ema.module if ema is not None else model  # what validation, best.pt and model.pt see

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import TrainConfig
 from pipeline.models import SegLoss
 from pipeline.models.losses import lovasz_softmax
 
@@ -59,6 +60,8 @@ def test_segloss_adds_the_weighted_lovasz_on_every_strided_pixel():
     loss = SegLoss(0.4, False, 0.7, 1, lovasz_weight=0.5, lovasz_stride=2)({"out": logits}, target)
     assert loss.item() == pytest.approx((ce + 0.5 * lovasz_softmax(logits[:, :, ::2, ::2],
                                                                    target[:, ::2, ::2])).item(), rel=1e-6)
+    from_config = SegLoss.from_config(TrainConfig(lovasz_weight=0.5, lovasz_stride=2))  # what training builds
+    assert from_config({"out": logits}, target).item() == pytest.approx(loss.item(), rel=1e-6)
     off_grid = target.clone()
     off_grid[:, 1::2, :] = 255  # labels only where the stride-2 grid does not look: no Lovász term at all
     off_grid[:, :, 1::2] = 255

@@ -1,6 +1,7 @@
 """Segmentation loss: cross-entropy with ignore 255 on "out", optional OHEM and Lovász-softmax, plus the aux loss.
 
     loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=10_000)
+    loss_fn = SegLoss.from_config(cfg.train)     # what training uses: every loss key of TrainConfig
     loss = loss_fn(model(x), target)      # target: long [B, H, W], 255 = ignore
     weights = enet_class_weights(train_set.class_pixel_counts())   # optional per-class weights (train.class_weights)
     loss_fn = SegLoss(0.4, False, 0.7, 10_000, class_weights=weights)
@@ -36,6 +37,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.config import TrainConfig
 
 IGNORE_INDEX = 255  # pipeline.io.IGNORE
 
@@ -122,6 +125,12 @@ class SegLoss:
         self.ohem_min_kept = ohem_min_kept
         self.ignore_index = ignore_index
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "SegLoss":
+        """The loss `cfg` (train.*) asks for: the training engine's and the benchmarks' single source."""
+        return cls(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept, class_weights=cfg.class_weights,
+                   lovasz_weight=cfg.lovasz_weight, lovasz_stride=cfg.lovasz_stride)
 
     def __call__(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         logits = outputs["out"]
