@@ -17,7 +17,8 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay),
 `--lovasz 1.0` adding that weight times the Lovász-softmax loss, an mIoU surrogate, on every 4th pixel and row
 (train.lovasz_weight, train.lovasz_stride), `--stride2` with one more decoder level at stride 2 and the head on it
-(model.stride2).
+(model.stride2), `--batch 4` with half the crops per step for about twice the steps (OHEM's minimum keeps its 8 %
+share of the batch's pixels; the run name gains `_b4`, and `_c<h>x<w>` for another `--crop`).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -60,7 +61,11 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
               + ("_convex" if args.upsample == "convex" else "")
               + (f"_ema{args.ema:g}" if args.ema else "")
               + (f"_lovasz{args.lovasz:g}" if args.lovasz else "")
-              + ("_stride2" if args.stride2 else ""))  # only the options given
+              + ("_stride2" if args.stride2 else "")
+              + (f"_b{args.batch}" if args.batch != 8 else "")
+              + (f"_c{args.crop[0]}x{args.crop[1]}" if tuple(args.crop) != (240, 320) else ""))  # only those given
+    # OHEM keeps at least 50k pixels of a batch of 8 crops of 240x320 (8 %); other batches and crops keep that share
+    ohem_min_kept = round(50_000 * args.batch * args.crop[0] * args.crop[1] / (8 * 240 * 320))
     name = f"camvid_{args.variant}{suffix}_s{args.seed}"
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
@@ -71,7 +76,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
             "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
             f"train.channels_last_cpu={str(args.channels_last).lower()}", f"train.ohem={str(args.ohem).lower()}",
-            "train.ohem_thresh=0.7", "train.ohem_min_kept=50000", "full.val_during_training=false",
+            "train.ohem_thresh=0.7", f"train.ohem_min_kept={ohem_min_kept}", "full.val_during_training=false",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
             f"model.upsample={args.upsample}", f"train.ema_decay={args.ema}",
@@ -194,7 +199,8 @@ def main() -> None:
                    amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
                    aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, upsample=cfg.model.upsample,
                    class_weights=[round(w, 3) for w in cfg.train.class_weights], seed=args.seed,
-                   ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight, stride2=cfg.model.stride2)
+                   ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight, stride2=cfg.model.stride2,
+                   ohem_min_kept=cfg.train.ohem_min_kept)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 
