@@ -17,7 +17,8 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay),
 `--lovasz 1.0` adding that weight times the Lovász-softmax loss, an mIoU surrogate, on every 4th pixel and row
 (train.lovasz_weight, train.lovasz_stride), `--stride2` with one more decoder level at stride 2 and the head on it
-(model.stride2), `--batch 4` with half the crops per step for about twice the steps (OHEM's minimum keeps its 8 %
+(model.stride2), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the decoder's rate
+(train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step for about twice the steps (OHEM's minimum keeps its 8 %
 share of the batch's pixels; the run name gains `_b4`, and `_c<h>x<w>` for another `--crop`).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
@@ -58,6 +59,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
               + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")
               + (f"_{args.class_weights}" if args.class_weights != "none" else "")
               + (f"_lr{args.lr:g}" if args.lr != 1e-3 else "")
+              + (f"_blr{args.backbone_lr_mult:g}" if args.backbone_lr_mult != 1.0 else "")
               + ("_convex" if args.upsample == "convex" else "")
               + (f"_ema{args.ema:g}" if args.ema else "")
               + (f"_lovasz{args.lovasz:g}" if args.lovasz else "")
@@ -71,7 +73,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
             f"full.input_scale={args.input_scale}", f"train.crop=[{args.crop[0]},{args.crop[1]}]",
             "train.scale_range=[0.75,1.5]", f"train.batch_size={args.batch}", "train.optimizer=adamw",
-            f"train.lr={args.lr}", "train.weight_decay=0.0001", "train.backbone_lr_mult=1.0",
+            f"train.lr={args.lr}", "train.weight_decay=0.0001", f"train.backbone_lr_mult={args.backbone_lr_mult}",
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
             "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
@@ -163,6 +165,8 @@ def main() -> None:
     p.add_argument("--frozen-stages", type=int, default=0, help="model.frozen_stages (stem + N encoder stages fixed)")
     p.add_argument("--class-weights", choices=("none", "enet"), default="none", help="train.class_weights")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (ANCHORS.md's protocol: 1e-3)")
+    p.add_argument("--backbone-lr-mult", type=float, default=1.0,
+                   help="train.backbone_lr_mult: the encoder's lr is --lr times this (the protocol: 1.0)")
     p.add_argument("--upsample", choices=("bilinear", "convex"), default="bilinear",
                    help="stride-4 logits to input size (model.upsample)")
     p.add_argument("--ema", type=float, default=0.0, help="train.ema_decay: evaluate an EMA of the weights; 0 = off")
@@ -199,6 +203,7 @@ def main() -> None:
                    amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
                    aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, upsample=cfg.model.upsample,
                    class_weights=[round(w, 3) for w in cfg.train.class_weights], seed=args.seed,
+                   backbone_lr_mult=cfg.train.backbone_lr_mult,
                    ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight, stride2=cfg.model.stride2,
                    ohem_min_kept=cfg.train.ohem_min_kept)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
