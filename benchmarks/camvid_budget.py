@@ -18,8 +18,9 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 `--lovasz 1.0` adding that weight times the Lovász-softmax loss, an mIoU surrogate, on every 4th pixel and row
 (train.lovasz_weight, train.lovasz_stride), `--stride2` with one more decoder level at stride 2 and the head on it
 (model.stride2), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the decoder's rate
-(train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step for about twice the steps (OHEM's minimum keeps its 8 %
-share of the batch's pixels; the run name gains `_b4`, and `_c<h>x<w>` for another `--crop`).
+(train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step for about
+twice the steps (OHEM's minimum keeps its 8 % share of the batch's pixels; the run name gains `_b4`, and
+`_c<h>x<w>` for another `--crop`).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
