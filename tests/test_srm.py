@@ -59,6 +59,23 @@ def test_convex_combination_hand_computed():
     assert convex_combine(offset, logits, 3)[0, 0, 1, 1].item() == pytest.approx(6.0)
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_convex_combination_replicates_edges_like_f_pad(kernel: int):
+    """The clamped-index edge replication equals F.pad(mode="replicate"), values and gradients, channels_last too."""
+    torch.manual_seed(0)
+    offset = torch.randn(2, 2, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    logits = torch.randn(2, kernel * kernel, 5, 7)
+    out = convex_combine(offset, logits, kernel)
+    padded = F.pad(offset, (kernel // 2,) * 4, mode="replicate")
+    neighbours = F.unfold(padded, kernel).view(2, 2, kernel * kernel, 5, 7)
+    expected = (neighbours * torch.softmax(logits, dim=1).unsqueeze(1)).sum(dim=2)
+    assert torch.allclose(out, expected, atol=1e-6)
+    weights = torch.randn_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), offset)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), offset)
+    assert torch.allclose(grad, grad_expected, atol=1e-6)
+
+
 def _wave(ys: torch.Tensor, xs: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
     """4 channels of smooth sinusoids evaluated at (y - dy, x - dx): the field shifted by (dy, dx) pixels."""
     freqs = ((0.35, 0.10, 0.3), (-0.15, 0.40, 1.1), (0.25, 0.30, 2.0), (0.45, -0.20, 0.7))  # (fy, fx, phase)
