@@ -20,7 +20,8 @@ mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmse
 (model.stride2), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the decoder's rate
 (train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step for about
 twice the steps (OHEM's minimum keeps its 8 % share of the batch's pixels; the run name gains `_b4`, and
-`_c<h>x<w>` for another `--crop`).
+`_c<h>x<w>` for another `--crop`), `--jitter 0` without the photometric jitter (ANCHORS.md's protocol lists
+none; named `_j0`).
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -66,6 +67,7 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
               + (f"_lovasz{args.lovasz:g}" if args.lovasz else "")
               + ("_stride2" if args.stride2 else "")
               + (f"_b{args.batch}" if args.batch != 8 else "")
+              + (f"_j{args.jitter:g}" if args.jitter != 0.2 else "")
               + (f"_c{args.crop[0]}x{args.crop[1]}" if tuple(args.crop) != (240, 320) else ""))  # only those given
     # OHEM keeps at least 50k pixels of a batch of 8 crops of 240x320 (8 %); other batches and crops keep that share
     ohem_min_kept = round(50_000 * args.batch * args.crop[0] * args.crop[1] / (8 * 240 * 320))
@@ -73,7 +75,8 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
     return [f"full.root={args.root}", f"run.root={args.out}", f"run.name={name}",
             f"run.seed={args.seed}", f"model.srm={str(on).lower()}", f"model.crm={str(on).lower()}",
             f"full.input_scale={args.input_scale}", f"train.crop=[{args.crop[0]},{args.crop[1]}]",
-            "train.scale_range=[0.75,1.5]", f"train.batch_size={args.batch}", "train.optimizer=adamw",
+            "train.scale_range=[0.75,1.5]", f"train.jitter={args.jitter}", f"train.batch_size={args.batch}",
+            "train.optimizer=adamw",
             f"train.lr={args.lr}", "train.weight_decay=0.0001", f"train.backbone_lr_mult={args.backbone_lr_mult}",
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
@@ -155,6 +158,8 @@ def main() -> None:
     p.add_argument("--input-scale", type=float, default=0.6667, help="resize factor of the 360x480 images")
     p.add_argument("--crop", type=int, nargs=2, default=(240, 320), help="training crop h w")
     p.add_argument("--batch", type=int, default=8, help="images per step")
+    p.add_argument("--jitter", type=float, default=0.2,
+                   help="train.jitter: photometric jitter strength (ANCHORS.md's protocol names none; 0 = off)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--probe", type=int, default=10, help="timed steps used to size the schedule")
     p.add_argument("--iterations", type=int, default=0, help="skip the probe and train this many iterations")
@@ -206,7 +211,7 @@ def main() -> None:
                    class_weights=[round(w, 3) for w in cfg.train.class_weights], seed=args.seed,
                    backbone_lr_mult=cfg.train.backbone_lr_mult,
                    ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight, stride2=cfg.model.stride2,
-                   ohem_min_kept=cfg.train.ohem_min_kept)
+                   ohem_min_kept=cfg.train.ohem_min_kept, jitter=cfg.train.jitter)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})
 
