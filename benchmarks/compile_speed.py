@@ -27,7 +27,7 @@ class Trainer:
     """One copy of the network with its own AdamW; `step()` returns the seconds of one training step."""
 
     def __init__(self, model: torch.nn.Module, compiled: bool, device: torch.device):
-        self.model, self.device = model, device
+        self.device = device
         self.forward = torch.compile(model) if compiled else model
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)  # camvid_budget's optimiser
         self.loss_fn = SegLoss(aux_weight=0.0, ohem=True, ohem_thresh=0.7, ohem_min_kept=50_000)  # its loss
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--size", nargs=2, type=int, default=(240, 320), metavar=("H", "W"), help="crop (240 320)")
     parser.add_argument("--batch", type=int, default=8, help="images per step (8)")
     parser.add_argument("--iters", type=int, default=10, help="timed steps per mode (10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per mode, compilation included (2)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per mode (>= 1), compilation included (2)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2: the shared machine)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
     args = parser.parse_args()
@@ -66,7 +66,7 @@ def main() -> None:
     y = torch.randint(0, 11, (args.batch, *args.size), device=device)
     trainers = {"eager": Trainer(model, False, device), "compiled": Trainer(copy.deepcopy(model), True, device)}
     for name, trainer in trainers.items():
-        first = [trainer.step(x, y) for _ in range(args.warmup)][0]
+        first = [trainer.step(x, y) for _ in range(max(1, args.warmup))][0]
         print(f"{name}: first step {first:.1f} s" + (" (compilation included)" if name == "compiled" else ""),
               flush=True)
     times = {name: [] for name in trainers}

@@ -61,7 +61,7 @@ def test_convex_combination_hand_computed():
 
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_convex_combination_replicates_edges_like_f_pad(kernel: int):
-    """The clamped-index edge replication equals F.pad(mode="replicate"), values and gradients, channels_last too."""
+    """The concatenated edge replication equals F.pad(mode="replicate"), values and gradients, channels_last too."""
     torch.manual_seed(0)
     offset = torch.randn(2, 2, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
     logits = torch.randn(2, kernel * kernel, 5, 7)

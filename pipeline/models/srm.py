@@ -49,11 +49,10 @@ def convex_combine(offset: torch.Tensor, mask_logits: torch.Tensor, kernel: int)
     """Per pixel, the softmax(mask_logits)-weighted sum of the offsets in its kernel x kernel neighbourhood."""
     batch, _, height, width = offset.shape
     pad = kernel // 2
-    # edge replication by clamped indices, not F.pad(mode="replicate"): the same numbers, but inductor (torch.compile)
-    # fails a stride check in replication_pad2d_backward on channels_last offsets
-    rows = torch.arange(-pad, height + pad, device=offset.device).clamp(0, height - 1)
-    cols = torch.arange(-pad, width + pad, device=offset.device).clamp(0, width - 1)
-    padded = offset[:, :, rows][:, :, :, cols]
+    # edge replication by concatenating the edge rows/columns, not F.pad(mode="replicate"): the same numbers and speed,
+    # but inductor (torch.compile) fails a stride check in replication_pad2d_backward on channels_last offsets
+    padded = torch.cat([offset[:, :, :1].expand(-1, -1, pad, -1), offset, offset[:, :, -1:].expand(-1, -1, pad, -1)], 2)
+    padded = torch.cat([padded[..., :1].expand(-1, -1, -1, pad), padded, padded[..., -1:].expand(-1, -1, -1, pad)], 3)
     neighbours = F.unfold(padded, kernel).view(batch, 2, kernel * kernel, height, width)
     weights = torch.softmax(mask_logits, dim=1).unsqueeze(1)  # [B, 1, k*k, H, W]
     return (neighbours * weights).sum(dim=2)
