@@ -36,19 +36,20 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.runner import run_pipeline
+    from pipeline.orchestration.runner import run_pipeline
+    from stages import WEAK_STAGES
 
-    run_pipeline(_config(args), start_from=args.start_from)
+    run_pipeline(_config(args), WEAK_STAGES, start_from=args.start_from)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from pipeline.parallel import ray_session
-    from pipeline.runner import format_table
+    from pipeline.orchestration.parallel import ray_session
+    from pipeline.orchestration.runner import format_table
     from pipeline.stage import StageContext
-    from pipeline.weak_data import load_weak_dataset
+    from pipeline.data.weak import load_weak_dataset
     from stages import evaluate
 
     cfg = _config(args)
@@ -68,10 +69,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluation_gallery(cfg, dataset, pred: Path, scores: dict, out: Path, count: int) -> list:
     """gallery_{best,worst}_<i>.png: image | ground truth | prediction | prediction over the image."""
-    from pipeline.gallery import caption, write_gallery
+    from pipeline.commands.gallery import caption, write_gallery
     from pipeline.io import read_image
-    from pipeline.predict_images import colorize, overlay
-    from pipeline.weak_data import load_ground_truth
+    from pipeline.commands.predict_images import colorize, overlay
+    from pipeline.data.weak import load_ground_truth
     from stages.evaluate import prediction
 
     records = {r.stem: r for r in dataset.records}
@@ -96,16 +97,16 @@ def cmd_full(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from pipeline.status import format_status, run_status
+    from pipeline.commands.status import format_status, run_status
 
     print(format_status(run_status(Path(args.run_dir))))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.engine import resolve_device
-    from pipeline.predict_images import predict_folder
-    from pipeline.trained import load_run_model
+    from pipeline.learn.engine import resolve_device
+    from pipeline.commands.predict_images import predict_folder
+    from pipeline.commands.trained import load_run_model
 
     model, classes, _ = load_run_model(Path(args.run), args.round)
     device = resolve_device(args.device)
@@ -119,8 +120,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pipeline.export import export_model
-    from pipeline.trained import load_run_model
+    from pipeline.commands.export import export_model
+    from pipeline.commands.trained import load_run_model
 
     model, _, _ = load_run_model(Path(args.run), args.round)
     diffs = export_model(model, Path(args.out), height=args.size[0], width=args.size[1], opset=args.opset)
@@ -130,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from pipeline.io import read_json
-    from pipeline.report import compare_runs
+    from pipeline.commands.report import compare_runs
 
     report = compare_runs(_config(args), full_iterations=args.full_iterations)
     weak, full = read_json(report.parent / "weak_metrics.json"), read_json(report.parent / "full_metrics.json")
@@ -217,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local clusters need no token (Ray >= 2.5x)
     args = build_parser().parse_args(argv)
     from pipeline.config import ConfigError
-    from pipeline.export import ExportError
+    from pipeline.commands.export import ExportError
     from pipeline.io import ImageError
-    from pipeline.trained import RunError
-    from pipeline.weak_data import DatasetError
+    from pipeline.commands.trained import RunError
+    from pipeline.data.weak import DatasetError
 
     try:
         return args.func(args)

@@ -4,24 +4,19 @@
     .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant off --minutes 20 --amp-cpu
 
 Run one variant at a time on an otherwise idle machine (two at once share the cores and thrash).
-Setting (configs/full_camvid.yaml with CPU overrides, ANCHORS.md's reference protocol): images at `--input-scale`
+Setting (configs/full_camvid.yaml with CPU overrides, the reference protocol of docs/results_full.md): images at `--input-scale`
 of 360x480 (default 2/3: 240x320), crops `--crop` (240x320), random scale 0.75-1.5, flip, batch `--batch` (8),
-AdamW lr `--lr` (1e-3) wd 1e-4, poly 0.9, seed 0, `--threads` 2; evaluated on all 101 val images at the same input scale
-with logits upsampled to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp_cpu),
-`--channels-last` in the channels_last memory format (train.channels_last_cpu), `--ohem` with online hard example
-mining (train.ohem, threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
-`--width 64 --no-aux` with a narrower decoder and no auxiliary head (~10 % more steps in the same time),
-`--frozen-stages 1` with the encoder's stem and stride-4 stage fixed (model.frozen_stages; ~24 % less time per step),
-`--class-weights enet` with ENet's class weights 1 / ln(1.02 + p) counted on the training masks (train.class_weights),
-`--upsample convex` with RAFT's learned x4 upsampling of the logits instead of bilinear (model.upsample),
-`--ema 0.999` scoring an exponential moving average of the weights instead of the last ones (train.ema_decay),
-`--lovasz 1.0` adding that weight times the Lovász-softmax loss, an mIoU surrogate, on every 4th pixel and row
-(train.lovasz_weight, train.lovasz_stride), `--stride2` with one more decoder level at stride 2 and the head on it
-(model.stride2), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the decoder's rate
-(train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step for about
-twice the steps (OHEM's minimum keeps its 8 % share of the batch's pixels; the run name gains `_b4`, and
-`_c<h>x<w>` for another `--crop`), `--jitter 0` without the photometric jitter (ANCHORS.md's protocol lists
-none; named `_j0`).
+AdamW lr `--lr` (1e-3) wd 1e-4, poly 0.9, seed 0, `--threads` (2) torch threads; trained on the CPU without
+validation, then the last weights are evaluated on all 101 val images at the same input scale with logits upsampled
+to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp=always), `--channels-last` in the
+channels_last memory format (train.channels_last=always), `--ohem` with online hard example mining (train.ohem,
+threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
+`--width 64 --no-aux` with a narrower decoder and no auxiliary head, `--frozen-stages 1` with the encoder's stem and
+stride-4 stage fixed (model.frozen_stages), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the
+decoder's rate (train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step
+for about twice the steps (OHEM's minimum keeps its 8 % share of the batch's pixels; the run name gains `_b4`, and
+`_c<h>x<w>` for another `--crop`), `--jitter 0` without the photometric jitter (the reference protocol lists
+none; named `_j0`). Results: docs/results_full.md.
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -30,7 +25,7 @@ anything else running then (or later) changes the real training time, printed as
 Test-time augmentation of a finished run (same options, which name the run, plus `--iterations`): `--eval-only`
 loads its `full/model.pt` and scores the val split with `--eval-flip` and/or `--eval-scales` (relative to
 `--input-scale`; mmsegmentation's aug_test), prints the scores and writes nothing. That is a different protocol from
-ANCHORS.md's single 240x320 pass, so it is reported beside it, never instead of it:
+the reference's single 240x320 pass, so it is reported beside it, never instead of it:
 
     .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant on --amp-cpu --channels-last \
         --ohem --width 64 --no-aux --iterations 1620 --eval-only --eval-flip --eval-scales 0.75 1 1.25 1.5
@@ -41,31 +36,28 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from pipeline.config import load_config
-from pipeline.datasets import open_dataset
-from pipeline.engine import build_optimizer
-from pipeline.models.losses import SegLoss, enet_class_weights
-from stages.full import make_model, make_train_set
+from pipeline.config import Config, load_config
+from pipeline.data.datasets import open_dataset
+from pipeline.io import write_json
+from pipeline.learn.engine import applies, build_optimizer, train_model
+from pipeline.learn.losses import SegLoss
+from stages.full import make_model, make_train_set, score
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
+CPU = torch.device("cpu")
 
 
-def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence[float] = ()) -> list[str]:
+def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
+    """The config overrides of this run; the run name carries every option that differs from the protocol."""
     on = args.variant == "on"
     suffix = ((f"_w{args.width}" if args.width else "") + ("_noaux" if args.no_aux else "")
               + (f"_frozen{args.frozen_stages}" if args.frozen_stages else "")
-              + (f"_{args.class_weights}" if args.class_weights != "none" else "")
               + (f"_lr{args.lr:g}" if args.lr != 1e-3 else "")
               + (f"_blr{args.backbone_lr_mult:g}" if args.backbone_lr_mult != 1.0 else "")
-              + ("_convex" if args.upsample == "convex" else "")
-              + (f"_ema{args.ema:g}" if args.ema else "")
-              + (f"_lovasz{args.lovasz:g}" if args.lovasz else "")
-              + ("_stride2" if args.stride2 else "")
               + (f"_b{args.batch}" if args.batch != 8 else "")
               + (f"_j{args.jitter:g}" if args.jitter != 0.2 else "")
               + (f"_c{args.crop[0]}x{args.crop[1]}" if tuple(args.crop) != (240, 320) else ""))  # only those given
@@ -80,36 +72,25 @@ def overrides(args: argparse.Namespace, iterations: int, class_weights: Sequence
             f"train.backbone_lr_mult={args.backbone_lr_mult}",
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
-            "train.num_workers=0", f"train.threads={args.threads}", f"train.amp_cpu={str(args.amp_cpu).lower()}",
-            f"train.channels_last_cpu={str(args.channels_last).lower()}", f"train.ohem={str(args.ohem).lower()}",
-            "train.ohem_thresh=0.7", f"train.ohem_min_kept={ohem_min_kept}", "full.val_during_training=false",
+            "train.num_workers=0", f"train.amp={'always' if args.amp_always else 'cuda'}",
+            f"train.channels_last={'always' if args.channels_last else 'cuda'}", f"train.ohem={str(args.ohem).lower()}",
+            "train.ohem_thresh=0.7", f"train.ohem_min_kept={ohem_min_kept}",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
-            f"model.upsample={args.upsample}", f"train.ema_decay={args.ema}",
-            f"train.lovasz_weight={args.lovasz}", f"model.stride2={str(args.stride2).lower()}",
             f"full.eval_flip={str(args.eval_flip).lower()}",
-            f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]",
-            *([f"train.class_weights=[{','.join(f'{w:.4f}' for w in class_weights)}]"] if class_weights else [])]
+            f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]"]
 
 
-def training_class_weights(args: argparse.Namespace) -> list[float]:
-    """ENet weights from the training split's masks for `--class-weights enet`, else none."""
-    if args.class_weights == "none":
-        return []
-    cfg = load_config(CONFIG, overrides=overrides(args, 100))
-    return enet_class_weights(open_dataset(cfg.full, cfg.full.train_split).class_pixel_counts())
-
-
-def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> float:
+def seconds_per_step(args: argparse.Namespace) -> float:
     """Time `args.probe` optimiser steps (after one warm-up step) of this variant on real training batches."""
-    cfg = load_config(CONFIG, overrides=overrides(args, 100, class_weights))
-    torch.set_num_threads(args.threads)
+    cfg = load_config(CONFIG, overrides=overrides(args, 100))
     model = make_model(cfg, 11).train()
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format  # as pipeline.engine
+    amp = applies(cfg.train.amp, CPU)  # as pipeline.learn.engine
+    memory_format = torch.channels_last if applies(cfg.train.channels_last, CPU) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     data = make_train_set(cfg, model.mean, model.std)
     opt = build_optimizer(model, cfg.train)
-    loss_fn = SegLoss.from_config(cfg.train)  # as pipeline.engine
+    loss_fn = SegLoss.from_config(cfg.train)  # as pipeline.learn.engine
     rng = np.random.default_rng(0)
     times = []
     for step in range(args.probe + 1):
@@ -118,7 +99,7 @@ def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> fl
         x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
         x = x.contiguous(memory_format=memory_format)
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp_cpu):  # as pipeline.engine does
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             out = model(x)
         loss_fn({k: v.float() for k, v in out.items()}, y).backward()
         opt.step()
@@ -127,17 +108,38 @@ def seconds_per_step(args: argparse.Namespace, class_weights: list[float]) -> fl
     return float(np.median(times))
 
 
+def train_and_score(cfg: Config) -> dict:
+    """stages.full.run's single-process path without validation during training (no time spent on it, no best.pt):
+    trains on the CPU, scores the last weights (model.pt) on the whole val split, writes full/metrics.json."""
+    out_dir = Path(cfg.run.root) / cfg.run.name / "full"
+    train_set = open_dataset(cfg.full, cfg.full.train_split)  # fail early on a wrong layout
+    val_set = open_dataset(cfg.full, cfg.full.val_split)
+    model = make_model(cfg, train_set.num_classes)
+    start = time.time()
+    weights = train_model(model, make_train_set(cfg, model.mean, model.std), cfg.train, out_dir,
+                          seed=cfg.run.seed, device="cpu")
+    train_s = time.time() - start
+    model = make_model(cfg, train_set.num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    scores = score(model.eval(), val_set, cfg, "cpu", test_time=True)
+    summary = {"dataset": cfg.full.dataset, "val_images": len(val_set), "train_images": len(train_set),
+               "weights": "model.pt", "train_seconds": round(train_s, 1), "iterations": cfg.train.iterations,
+               "miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "per_class_iou": scores["per_class_iou"],
+               "model": {"backbone": cfg.model.backbone, "srm": cfg.model.srm, "crm": cfg.model.crm}}
+    write_json(out_dir / "metrics.json", summary)
+    print(f"{cfg.full.dataset} val mIoU {100 * summary['miou']:.1f}  pixel acc {100 * summary['pixel_acc']:.1f} "
+          f"(model.pt, {len(val_set)} images)")
+    return summary
+
+
 def evaluate_finished_run(args: argparse.Namespace) -> None:
     """Score the run named by `args` (its full/model.pt) on the val split with the test-time options; print only."""
-    from stages.full import score
-
     if not args.iterations:
         raise SystemExit("--eval-only needs --iterations: the finished run's schedule length")
-    cfg = load_config(CONFIG, overrides=overrides(args, args.iterations))  # class weights only matter to training
+    cfg = load_config(CONFIG, overrides=overrides(args, args.iterations))
     weights = Path(cfg.run.root) / cfg.run.name / "full" / "model.pt"
     if not weights.is_file():
         raise SystemExit(f"{weights}: not found (train the run first, with the same options)")
-    torch.set_num_threads(args.threads)
     val = open_dataset(cfg.full, cfg.full.val_split)
     model = make_model(cfg, val.num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -159,25 +161,20 @@ def main() -> None:
     p.add_argument("--crop", type=int, nargs=2, default=(240, 320), help="training crop h w")
     p.add_argument("--batch", type=int, default=8, help="images per step")
     p.add_argument("--jitter", type=float, default=0.2,
-                   help="train.jitter: photometric jitter strength (ANCHORS.md's protocol names none; 0 = off)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+                   help="train.jitter: photometric jitter strength (the reference protocol names none; 0 = off)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads of this process (probe, training, eval)")
     p.add_argument("--probe", type=int, default=10, help="timed steps used to size the schedule")
     p.add_argument("--iterations", type=int, default=0, help="skip the probe and train this many iterations")
-    p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on CPU (train.amp_cpu)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last on CPU (train.channels_last_cpu)")
+    p.add_argument("--amp-cpu", action="store_true", dest="amp_always",
+                   help="bf16 autocast on CPU too (train.amp=always)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last on CPU too (train.channels_last=always)")
     p.add_argument("--ohem", action="store_true", help="OHEM cross-entropy (train.ohem)")
     p.add_argument("--width", type=int, default=0, help="decoder width (model.width); 0 = the config's (96)")
     p.add_argument("--no-aux", action="store_true", help="no auxiliary head (model.aux=false)")
     p.add_argument("--frozen-stages", type=int, default=0, help="model.frozen_stages (stem + N encoder stages fixed)")
-    p.add_argument("--class-weights", choices=("none", "enet"), default="none", help="train.class_weights")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (ANCHORS.md's protocol: 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (the reference protocol: 1e-3)")
     p.add_argument("--backbone-lr-mult", type=float, default=1.0,
                    help="train.backbone_lr_mult: the encoder's lr is --lr times this (the protocol: 1.0)")
-    p.add_argument("--upsample", choices=("bilinear", "convex"), default="bilinear",
-                   help="stride-4 logits to input size (model.upsample)")
-    p.add_argument("--ema", type=float, default=0.0, help="train.ema_decay: evaluate an EMA of the weights; 0 = off")
-    p.add_argument("--lovasz", type=float, default=0.0, help="train.lovasz_weight: + this * Lovász-softmax; 0 = off")
-    p.add_argument("--stride2", action="store_true", help="model.stride2: a decoder level at stride 2, head on it")
     p.add_argument("--out", default="runs/bench", help="run.root")
     p.add_argument("--eval-only", action="store_true", help="score the finished run's model.pt; no training")
     p.add_argument("--eval-flip", action="store_true", help="with --eval-only: add flipped predictions")
@@ -185,32 +182,26 @@ def main() -> None:
     args = p.parse_args()
     if not args.eval_only and (args.eval_flip or args.eval_scales != [1.0]):
         p.error("--eval-flip and --eval-scales go with --eval-only (training runs keep the anchor's single pass)")
+    torch.set_num_threads(args.threads)
     if args.eval_only:
         evaluate_finished_run(args)
         return
 
-    from stages.full import run
-
-    class_weights = training_class_weights(args)
-    if class_weights:
-        print("class weights:", [round(w, 2) for w in class_weights], flush=True)
     if args.iterations:
         sec, iterations = None, args.iterations  # no probe
     else:
-        sec = seconds_per_step(args, class_weights)
+        sec = seconds_per_step(args)
         iterations = max(1, int(args.minutes * 60 / sec))
         print(f"variant {args.variant}: {sec:.2f} s/step -> {iterations} iterations in {args.minutes} min", flush=True)
-    cfg = load_config(CONFIG, overrides=overrides(args, iterations, class_weights))
+    cfg = load_config(CONFIG, overrides=overrides(args, iterations))
     start = time.time()
-    summary = run(cfg)
+    summary = train_and_score(cfg)
     summary.update(variant=args.variant, seconds_per_step_probe=None if sec is None else round(sec, 3),
                    total_seconds=round(time.time() - start), budget_minutes=args.minutes,
                    input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,
-                   amp_cpu=args.amp_cpu, channels_last=args.channels_last, ohem=args.ohem, width=cfg.model.width,
-                   aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, upsample=cfg.model.upsample,
-                   class_weights=[round(w, 3) for w in cfg.train.class_weights], seed=args.seed,
+                   amp=cfg.train.amp, channels_last=cfg.train.channels_last, ohem=args.ohem, width=cfg.model.width,
+                   aux=cfg.model.aux, frozen_stages=cfg.model.frozen_stages, seed=args.seed,
                    backbone_lr_mult=cfg.train.backbone_lr_mult,
-                   ema_decay=cfg.train.ema_decay, lovasz_weight=cfg.train.lovasz_weight, stride2=cfg.model.stride2,
                    ohem_min_kept=cfg.train.ohem_min_kept, jitter=cfg.train.jitter)
     print(json.dumps({k: v for k, v in summary.items() if k != "per_class_iou"}, indent=1))
     print("per-class IoU:", {k: round(v, 3) if v is not None else None for k, v in summary["per_class_iou"].items()})

@@ -20,13 +20,14 @@ import time
 import torch
 
 from pipeline.config import ModelConfig
-from pipeline.models import SegLoss, build_model
+from pipeline.learn.losses import SegLoss
+from pipeline.models import build_model
 
 
 class Trainer:
     """One copy of the network with its own AdamW; `step()` returns the seconds of one training step."""
 
-    def __init__(self, model: torch.nn.Module, compiled: bool, device: torch.device):
+    def __init__(self, model: torch.nn.Module, compiled: bool, device: torch.device) -> None:
         self.device = device
         self.forward = torch.compile(model) if compiled else model
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)  # camvid_budget's optimiser

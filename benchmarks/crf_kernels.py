@@ -1,6 +1,6 @@
 """Dense-CRF appearance kernels on a run's stage folder: mean per-image foreground Jaccard of its soft maps, raw and
 refined with each kernel, on all images and on those whose ground-truth object covers >= 10 % of the image
-(ANCHORS.md's subset). How `rounds.crf_bilateral_*` in configs/coco_mval.yaml was chosen (docs/results_weak.md).
+(the subset of instances covering >= 10 % of the photo). How `rounds_crf.bilateral_*` in configs/coco_mval.yaml was chosen (docs/results_weak.md).
 
     .venv/bin/python benchmarks/crf_kernels.py --config configs/coco_mval.yaml --stage runs/coco_mval/coarse
     .venv/bin/python benchmarks/crf_kernels.py --config configs/coco_mval.yaml --stage runs/coco_mval/round1/predict \
@@ -28,7 +28,7 @@ from pipeline.crf import refine_probs  # noqa: E402
 from pipeline.io import IGNORE, load_probs, read_image  # noqa: E402
 from pipeline.metrics import foreground_jaccard  # noqa: E402
 from pipeline.stage import Record  # noqa: E402
-from pipeline.weak_data import load_ground_truth, load_weak_dataset  # noqa: E402
+from pipeline.data.weak import load_ground_truth, load_weak_dataset  # noqa: E402
 
 
 def parse_kernel(text: str) -> tuple[float, float]:

@@ -5,14 +5,14 @@ chosen).
     python benchmarks/crf_real.py --data ../shared/data --sets grabcut --limit 20
 
 Coarse maps are computed here with two simple methods (the project's coarse stage is scored by `orchestrate.py
-evaluate`; these are the ANCHORS.md baselines, re-implemented small):
+evaluate`; these are the simple baselines of docs/results_weak.md, re-implemented small):
 - `centre`: a centred Gaussian prior, sigma = 0.25 x side; raw mask p >= 0.5.
 - `saliency`: SLIC superpixels (200, Lab), each scored by the median Lab distance to the border superpixels (robust
   to an object touching the border), normalised to [0, 1]; raw mask = Otsu threshold.
 Each map is rescaled piecewise-linearly so its raw threshold sits at 0.5, then `pipeline.crf.refine_probs` refines the
 2-class map (background, object). Score: mean per-image foreground Jaccard (`pipeline.metrics.foreground_jaccard`),
 GrabCut's 128 band ignored; COCO-MVal also on the instances covering >= 10 % of the image.
-Data is read from --data (never copied). Work runs as Ray tasks via `pipeline.parallel.map_tasks`.
+Data is read from --data (never copied). Work runs as Ray tasks via `pipeline.orchestration.parallel.map_tasks`.
 
 Measured (all 460 images, 2 shared cores, 2360 s; Gaussian sxy 3 / compat 3, 10 iterations in every setting):
 
@@ -27,7 +27,7 @@ Measured (all 460 images, 2 shared cores, 2360 s; Gaussian sxy 3 / compat 3, 10 
 
 The CRF helps in every row. sxy80/srgb13/w10 is best by a margin where the coarse map is far off (centre prior on
 GrabCut, +0.06 over sxy50) and within ~0.01 (one standard error on COCO-MVal) of the best elsewhere, so it is the
-CRFConfig default. This saliency re-implementation is weaker than ANCHORS.md's (0.445 vs 0.531 on GrabCut).
+CRFConfig default. This saliency re-implementation is weaker than the baseline table's.
 """
 from __future__ import annotations
 
@@ -47,12 +47,12 @@ from pipeline.config import CRFConfig, RayConfig  # noqa: E402
 from pipeline.crf import refine_probs  # noqa: E402
 from pipeline.io import load_mask, read_image  # noqa: E402
 from pipeline.metrics import foreground_jaccard  # noqa: E402
-from pipeline.parallel import map_tasks, ray_session  # noqa: E402
+from pipeline.orchestration.parallel import map_tasks, ray_session  # noqa: E402
 
 BASE = CRFConfig()
 # name -> CRFConfig (Gaussian sxy 3 / compat 3 and 10 iterations in all; bilateral sxy / srgb / compat vary)
 SETTINGS = {
-    "sxy50/srgb13/w10 (ANCHORS)": dataclasses.replace(BASE, bilateral_sxy=50.0, bilateral_srgb=13.0,
+    "sxy50/srgb13/w10 (baselines)": dataclasses.replace(BASE, bilateral_sxy=50.0, bilateral_srgb=13.0,
                                                       bilateral_compat=10.0),
     "sxy80/srgb13/w10": dataclasses.replace(BASE, bilateral_sxy=80.0, bilateral_srgb=13.0, bilateral_compat=10.0),
     "sxy80/srgb5/w4 (DeepLab)": dataclasses.replace(BASE, bilateral_sxy=80.0, bilateral_srgb=5.0,

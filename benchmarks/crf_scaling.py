@@ -41,7 +41,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from pipeline.config import Config, RayConfig  # noqa: E402
 from pipeline.io import save_image, save_probs  # noqa: E402
-from pipeline.parallel import ray_session  # noqa: E402
+from pipeline.orchestration.parallel import ray_session  # noqa: E402
 from pipeline.stage import Record, StageContext  # noqa: E402
 from stages import crf as crf_stage  # noqa: E402
 

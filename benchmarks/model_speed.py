@@ -6,10 +6,11 @@
     .venv/bin/python benchmarks/model_speed.py --frozen-stages 1            # + "+both" with the stem + stage 1 frozen
 
 Each setting runs `--warmup` untimed steps, then `--iters` timed steps (forward, SegLoss with the aux head,
-backward, on random data), the four settings taking turns step by step; the reported time is the median step divided by the batch size, and the minimum is
-printed too. On CPU the median process CPU time per image is printed as well: on a shared machine wall time
-mostly measures the other processes, CPU time (best with --threads 1) measures the network. On CUDA the timing is
-synchronised and images/s is printed. The networks use pretrained="none" (weights do not change the speed).
+backward, on random data), the four settings taking turns step by step; the reported time is the median step
+divided by the batch size, and the minimum is printed too. On CPU the median process CPU time per image is printed
+as well: on a shared machine wall time mostly measures the other processes, CPU time (best with --threads 1)
+measures the network. On CUDA the timing is synchronised and images/s is printed. The networks use
+pretrained="none" (weights do not change the speed).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from dataclasses import replace
 import torch
 
 from pipeline.config import ModelConfig
-from pipeline.models import SegLoss, build_model
+from pipeline.learn.losses import SegLoss
+from pipeline.models import build_model
 
 SETTINGS = (("plain", False, False, 0), ("+SRM", True, False, 0), ("+CRM", False, True, 0), ("+both", True, True, 0))
 VARIANTS = {"lite": ModelConfig(backbone="lite0", width=96), "r50": ModelConfig(backbone="resnet50", width=256),
@@ -31,7 +33,7 @@ VARIANTS = {"lite": ModelConfig(backbone="lite0", width=96), "r50": ModelConfig(
 class Setting:
     """One network on random data; `step()` times one forward+backward: (wall, CPU) seconds per image."""
 
-    def __init__(self, cfg: ModelConfig, args: argparse.Namespace, device: torch.device):
+    def __init__(self, cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> None:
         torch.manual_seed(0)
         self.device = device
         self.batch = args.batch

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import build, Config
 from pipeline.io import IGNORE, load_mask
-from pipeline.weak_data import load_ground_truth, load_weak_dataset
+from pipeline.data.weak import load_ground_truth, load_weak_dataset
 
 
 def main(run_dir: Path) -> int:

@@ -30,7 +30,7 @@ from kill_helpers import (TINY, command, kill_group, outputs, partial_files, run
                           running_stage, score_rows, start_run, wait_gone, weights_equal)
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.demo_data import ensure_demo  # noqa: E402
+from pipeline.data.demo import ensure_demo  # noqa: E402
 
 
 def same_as_reference(run_dir: Path, ref: Path) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.status import run_status  # noqa: E402
+from pipeline.commands.status import run_status  # noqa: E402
 
 
 def paired_gain(run_dir: Path, before: str, after: str) -> tuple[float, float, int, int]:

@@ -12,8 +12,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +24,21 @@ def _range(lo: float | None = None, hi: float | None = None, **kw: Any) -> dict:
     return {"range": (lo, hi), **kw}
 
 
-def _choices(*options: str) -> dict:
-    return {"choices": options}
+def _choices(*options: str, **kw: Any) -> dict:
+    return {"choices": options, **kw}
+
+
+def _feeds(*stages: str, from_round: int = 0, **kw: Any) -> dict:
+    """Field metadata: the stages whose outputs this field changes (their hashes include it), from round
+    `from_round` on. Without it a field feeds its section's stages (SECTION_FEEDS); `_feeds()` feeds none."""
+    return {"feeds": stages, "from_round": from_round, **kw}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = "demo"  # run directory is <root>/<name>/
-    root: str = "runs"  # parent folder of all runs
-    seed: int = field(default=0, metadata=_range(0))  # seeds numpy/torch/python in every stage
+    name: str = field(default="demo", metadata=_feeds())  # run directory is <root>/<name>/
+    root: str = field(default="runs", metadata=_feeds())  # parent folder of all runs
+    seed: int = field(default=0, metadata=_range(0, **_feeds("coarse", "train", "full")))  # seeds numpy/torch/python
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,13 @@ class DataConfig:
     labels: str = "labels.csv"  # CSV `image,label` (one label per image); "" = take labels from label_pattern
     label_pattern: str = ""  # regex on the file stem whose group 1 is the class name, e.g. "^(.*?)\\d\\d_" (COCO-MVal)
     classes: str = "classes.txt"  # one class name per line, background first; "" = background + sorted labels
-    masks: str = "masks"  # optional ground-truth folder (same stems, .png), used only for scoring; "" = none
-    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255))  # -1: GT holds class ids; else this value = the image's class
-    gt_ignore_values: tuple[int, ...] = (255,)  # GT values that are not scored
+    masks: str = field(default="masks", metadata=_feeds("score"))  # optional ground truth (same stems, .png), scoring only; "" = none
+    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255, **_feeds("score")))  # -1: GT holds class ids; else this value = the image's class
+    gt_ignore_values: tuple[int, ...] = field(default=(255,), metadata=_feeds("score"))  # GT values that are not scored
     class_agnostic: bool = False  # one foreground class, labels ignored (GrabCut-style)
     max_pixels: int = field(default=40_000_000, metadata=_range(1))  # refuse larger images (memory guard)
     on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))  # skip: list it in the run report
     demo_images: int = field(default=60, metadata=_range(6, 10_000))  # demo: number of training images
-    demo_seed: int = field(default=0, metadata=_range(0))  # demo: generator seed (same seed, same pixels)
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,6 @@ class ModelConfig:
     srm_kernel: int = field(default=3, metadata=_range(1, 7))  # k of the k x k offset neighbourhood
     crm: bool = True  # Contextual Refinement Module over all four backbone stages
     aux: bool = True  # auxiliary head on the stride-16 features (training only)
-    # stride-4 logits -> input size: bilinear, or convex (RAFT's learned upsampling, pipeline/models/upsample.py)
-    upsample: str = field(default="bilinear", metadata=_choices("bilinear", "convex"))
-    stride2: bool = False  # one more decoder level at stride 2 (width / 2 channels), the head on it: for 1-3 px classes
 
 
 @dataclass(frozen=True)
@@ -82,23 +82,26 @@ class CoarseConfig:
     fg_threshold: float = field(default=0.6, metadata=_range(0.0, 1.0))  # p >= this -> the image's class
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
     cam_epochs: int = field(default=10, metadata=_range(0, 1000))  # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
-    saliency_segments: int = field(default=200, metadata=_range(10, 5000))  # saliency: SLIC superpixels
 
 
 @dataclass(frozen=True)
 class CRFConfig:
     enabled: bool = True  # false = pass masks through unchanged
     iterations: int = field(default=10, metadata=_range(1, 100))  # mean-field iterations
-    gauss_sxy: float = field(default=3.0, metadata=_range(0.1))  # smoothness kernel width (px)
-    gauss_compat: float = field(default=3.0, metadata=_range(0.0))  # smoothness kernel weight
-    bilateral_sxy: float = field(default=80.0, metadata=_range(0.1))  # appearance kernel width (px); 80: best on real data, benchmarks/crf_real.py
+    bilateral_sxy: float = field(default=80.0, metadata=_range(0.1))  # appearance kernel width (px)
     bilateral_srgb: float = field(default=13.0, metadata=_range(0.1))  # appearance kernel colour width (0-255)
     bilateral_compat: float = field(default=10.0, metadata=_range(0.0))  # appearance kernel weight
-    gt_prob: float = field(default=0.7, metadata=_range(0.5, 1.0))  # confidence of a hard label when no soft map
-    min_class_prob: float = field(default=0.01, metadata=_range(0.0, 1.0))  # classes below this everywhere are left out
     ignore: str = field(default="keep", metadata=_choices("keep", "refine"))  # keep: 255 stays 255; refine: CRF decides
     confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # refined pixels whose top prob < this -> 255
     max_side: int = field(default=1024, metadata=_range(64))  # larger images are refined downscaled, then upsampled
+
+
+@dataclass(frozen=True)
+class RoundsCRFConfig:
+    """The appearance kernel of the CRF that refines the network's maps in the rounds (every other setting is
+    `crf`'s): the network's maps are calibrated differently from the coarse ones, so they may need another kernel."""
+    bilateral_sxy: float = field(default=80.0, metadata=_range(0.1))  # appearance kernel width (px)
+    bilateral_compat: float = field(default=10.0, metadata=_range(0.0))  # appearance kernel weight
 
 
 @dataclass(frozen=True)
@@ -109,50 +112,33 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before cropping
     flip: bool = True  # random horizontal flip
     jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))  # photometric jitter strength; 0 = off
-    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))  # adamw: robust on short schedules
+    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))  # adamw: robust on short schedules; sgd: momentum 0.9
     lr: float = field(default=1e-3, metadata=_range(0.0))  # peak learning rate
     backbone_lr_mult: float = field(default=0.1, metadata=_range(0.0))  # pretrained backbone learns slower
     weight_decay: float = field(default=1e-4, metadata=_range(0.0))  # not applied to norms and biases
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))  # sgd only
-    warmup_iters: int = field(default=20, metadata=_range(0))  # linear warm-up steps
-    poly_power: float = field(default=0.9, metadata=_range(0.0))  # lr = peak * (1 - t/T)^power after warm-up
-    grad_accum: int = field(default=1, metadata=_range(1))  # gradient accumulation steps
+    warmup_iters: int = field(default=20, metadata=_range(0))  # linear warm-up steps, then poly decay (power 0.9)
     aux_weight: float = field(default=0.4, metadata=_range(0.0))  # weight of the auxiliary head's loss
     ohem: bool = False  # online hard example mining
     ohem_thresh: float = field(default=0.7, metadata=_range(0.0, 1.0))  # keep pixels whose true-class prob < this
     ohem_min_kept: int = field(default=10_000, metadata=_range(1))  # ...but at least this many per batch
-    class_weights: tuple[float, ...] = ()  # per-class loss weights (e.g. models.losses.enet_class_weights); () = unweighted
-    lovasz_weight: float = field(default=0.0, metadata=_range(0.0))  # + this * Lovász-softmax (an mIoU surrogate) on the main output; 0 = off
-    lovasz_stride: int = field(default=4, metadata=_range(1))  # Lovász on every Nth pixel and row: sorting all costs as much as a step
-    ema_decay: float = field(default=0.0, metadata=_range(0.0, 0.9999))  # EMA of weights + buffers, validated and saved as model.pt (timm's ModelEma); 0 = off
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    amp_cpu: bool = False  # bf16 autocast on CPU as well: ~1.2x faster where the CPU has AVX512-BF16 or AMX, slower where it has neither
-    channels_last: bool = True  # memory format on CUDA (ignored on CPU)
-    channels_last_cpu: bool = False  # channels_last on CPU as well: oneDNN's NHWC kernels, ~1.12x faster bf16 CamVid steps on the 2-core EPYC
-    checkpoint_every: int = field(default=100, metadata=_range(1))  # iterations between checkpoints
-    num_workers: int = field(default=0, metadata=_range(0))  # DataLoader worker processes
-    threads: int = field(default=0, metadata=_range(0))  # torch CPU threads; 0 = all cores Ray gives the task
-    log_every: int = field(default=25, metadata=_range(1))  # iterations between progress lines
+    amp: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))  # bf16 autocast: on CUDA only, on every device, never
+    channels_last: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))  # NHWC memory format: same choices
+    checkpoint_every: int = field(default=100, metadata=_range(1, **_feeds()))  # iterations between checkpoints
+    num_workers: int = field(default=0, metadata=_range(0, **_feeds()))  # DataLoader worker processes
+    log_every: int = field(default=25, metadata=_range(1, **_feeds()))  # iterations between progress lines
 
 
 @dataclass(frozen=True)
 class RoundsConfig:
     count: int = field(default=2, metadata=_range(0, 50))  # recursive train -> predict -> crf rounds
     min_change: float = field(default=0.0, metadata=_range(0.0, 1.0))  # stop early when <this fraction of pixels change
-    warm_start: bool = True  # round k starts from round k-1's weights (false = from the pretrained backbone)
-    lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0))  # round k trains at train.lr x lr_decay^(k-1): later rounds fine-tune; 1 = same lr every round
-    foreground_network: bool = False  # the network learns foreground vs background only; each image's label names its foreground (many classes, few images each)
-    scales: tuple[float, ...] = (1.0,)  # test-time scales when predicting the training images
-    flip: bool = True  # add horizontally flipped predictions
-    blend: float = field(default=0.0, metadata=_range(0.0, 1.0))  # share of the round's training labels (soft map) mixed into the prediction; 0 = network only
-    ensemble: bool = False  # round k's soft map is the running mean of rounds 1..k's (snapshot ensemble of the rounds' networks)
-    confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # predicted pixels below this become ignore
-    reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0))  # an image whose predicted foreground overlaps its first labels (crf/) with IoU below this starts over (from what rounds.reset_to says; outlier reset); 0 = off
-    reset_to: str = field(default="coarse", metadata=_choices("coarse", "labels"))  # what a reset image starts over from: its coarse map, or the labels this round trained on
-    other_classes: str = field(default="ignore", metadata=_choices("ignore", "keep"))  # pixels the net gives an unlabelled class
-    other_classes_from_round: int = field(default=2, metadata=_range(1))  # from this round on, `keep` applies
-    crf_bilateral_sxy: float = field(default=0.0, metadata=_range(0.0))  # appearance kernel width (px) of the rounds' CRF; 0 = crf.bilateral_sxy
-    crf_bilateral_compat: float = field(default=0.0, metadata=_range(0.0))  # appearance kernel weight of the rounds' CRF; 0 = crf.bilateral_compat
+    lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0, **_feeds("train", from_round=2)))  # round k trains at train.lr x lr_decay^(k-1); 1 = same lr every round
+    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict"))  # the network learns foreground vs background; each image's label names its foreground
+    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict"))  # test-time scales when predicting the training images
+    flip: bool = field(default=True, metadata=_feeds("predict"))  # add horizontally flipped predictions
+    ensemble: bool = field(default=False, metadata=_feeds("predict", from_round=2))  # round k's soft map is the mean of rounds 1..k's
+    reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0, **_feeds("predict")))  # an image whose prediction overlaps its first labels with IoU below this starts over from its coarse map; 0 = off
+    keep_other_classes_from: int = field(default=0, metadata=_range(0, **_feeds("predict")))  # from this round on, a class the image is not labelled with stays where the network finds it; 0 = never
 
 
 @dataclass(frozen=True)
@@ -162,33 +148,30 @@ class RayConfig:
     num_cpus: int = field(default=0, metadata=_range(0))  # local cluster size; 0 = all cores
     max_in_flight: int = field(default=0, metadata=_range(0))  # per-image tasks queued at once; 0 = 2 x CPUs
     task_memory_mb: int = field(default=600, metadata=_range(0))  # memory each per-image task declares
-    max_retries: int = field(default=3, metadata=_range(0))  # re-runs of a task whose worker died
     temp_dir: str = "/tmp/coarse2fine-ray"  # local cluster session files
-    log_to_driver: bool = False  # show Ray worker logs in the terminal
 
 
 @dataclass(frozen=True)
 class FullConfig:
-    # which reader in pipeline/datasets/ opens `root` (each expects that data set's standard layout)
+    # which reader in pipeline/data/datasets/ opens `root` (each expects that data set's standard layout)
     dataset: str = field(default="camvid", metadata=_choices("cityscapes", "bdd100k", "ade20k", "camvid", "voc", "folder"))
-    root: str = "data/camvid"  # data set folder in its standard layout (see pipeline/datasets/)
-    train_split: str = "train"  # split folder name used for training
+    root: str = "data/camvid"  # data set folder in its standard layout (see pipeline/data/datasets/)
+    train_split: str = "train"  # split used for training (voc: train_aug reads the SBD-augmented SegmentationClassAug)
     val_split: str = "val"  # split folder name used for validation / evaluation
-    cityscapes_labels: str = field(default="labelIds", metadata=_choices("labelIds", "labelTrainIds"))  # which gtFine PNGs
-    voc_aug: bool = False  # voc: read SegmentationClassAug (SBD-augmented) instead of SegmentationClass
-    folder_images: str = "images"  # folder: image subfolder of <root>/<split>
-    folder_masks: str = "masks"  # folder: mask subfolder of <root>/<split> (same stems, .png)
     folder_classes: int = field(default=0, metadata=_range(0, 255))  # folder: number of classes (required there)
     input_scale: float = field(default=1.0, metadata=_range(0.05, 4.0))  # images are resized by this before training/eval
     eval_scales: tuple[float, ...] = (1.0,)  # test-time scales (relative to input_scale)
     eval_flip: bool = False  # add horizontally flipped predictions at test time
-    eval_window: int = field(default=0, metadata=_range(0))  # sliding-window size in px; 0 = whole image
-    eval_stride: int = field(default=0, metadata=_range(0))  # sliding-window step; 0 = 2/3 of the window
-    val_max_images: int = field(default=0, metadata=_range(0))  # validation during training on the first N; 0 = all
-    val_during_training: bool = True  # score val at every checkpoint and keep best.pt
-    best_metric: str = field(default="miou", metadata=_choices("miou", "pixel_acc"))  # what best.pt maximises
-    num_workers: int = field(default=1, metadata=_range(1))  # Ray Train workers (1 = plain single-process training)
-    use_gpu: bool = False  # Ray Train: one GPU per worker
+    eval_window: int = field(default=0, metadata=_range(0))  # sliding-window size in px (step 2/3 of it); 0 = whole image
+    val_max_images: int = field(default=0, metadata=_range(0))  # validation at each checkpoint on the first N; 0 = all
+    num_workers: int = field(default=1, metadata=_range(1, **_feeds()))  # Ray Train workers (1 = plain single-process training)
+    use_gpu: bool = field(default=False, metadata=_feeds())  # Ray Train: one GPU per worker
+
+
+SECTION_FEEDS = {  # the stages a section's fields feed unless a field says otherwise (_feeds)
+    "data": ("coarse",), "coarse": ("coarse",), "crf": ("crf",), "model": ("train", "full"), "train": ("train", "full"),
+    "full": ("full",),
+}  # run, rounds_crf (applied through Config.crf_for_round), rounds and ray: only their tagged fields
 
 
 @dataclass(frozen=True)
@@ -198,6 +181,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     coarse: CoarseConfig = CoarseConfig()
     crf: CRFConfig = CRFConfig()
+    rounds_crf: RoundsCRFConfig = RoundsCRFConfig()
     train: TrainConfig = TrainConfig()
     rounds: RoundsConfig = RoundsConfig()
     ray: RayConfig = RayConfig()
@@ -207,20 +191,21 @@ class Config:
         return dataclasses.asdict(self)
 
     def crf_for_round(self, k: int) -> CRFConfig:
-        """The CRF settings that refine round k's predictions (k = 0: the coarse maps): `crf`, with the appearance
-        kernel taken from `rounds.crf_bilateral_sxy` / `rounds.crf_bilateral_compat` in rounds k >= 1 where they are
-        set (non-zero). The network's soft maps are calibrated differently from the coarse ones, so the kernel that
-        suits one need not suit the other (docs/results_weak.md)."""
+        """The CRF that refines round k's maps (k = 0: the coarse maps): `crf`, with `rounds_crf`'s kernel in k >= 1."""
         if k < 1:
             return self.crf
-        r = self.rounds
-        return dataclasses.replace(self.crf, bilateral_sxy=r.crf_bilateral_sxy or self.crf.bilateral_sxy,
-                                   bilateral_compat=r.crf_bilateral_compat or self.crf.bilateral_compat)
+        return dataclasses.replace(self.crf, **dataclasses.asdict(self.rounds_crf))
 
-    def section_hash(self, *sections: str) -> str:
-        """Short stable hash of the named sections (what a stage's output depends on)."""
-        blob = json.dumps({s: dataclasses.asdict(getattr(self, s)) for s in sections}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    def keys_feeding(self, stage: str, round_: int = 0) -> dict[str, Any]:
+        """{"section.key": value} of every field whose value changes `stage`'s output in round `round_` (see _feeds)."""
+        keys: dict[str, Any] = {}
+        for section in dataclasses.fields(self):
+            values = getattr(self, section.name)
+            for f in dataclasses.fields(values):
+                feeds = f.metadata.get("feeds", SECTION_FEEDS.get(section.name, ()))
+                if stage in feeds and round_ >= f.metadata.get("from_round", 0):
+                    keys[f"{section.name}.{f.name}"] = getattr(values, f.name)
+        return keys
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,16 +7,15 @@ The stage that runs this over a whole data set with Ray is `stages/crf.py`; `tes
 synthetic images and `benchmarks/crf_real.py` on real photos.
 
 Model: unary = -log p (p clipped at 1e-5, the pydensecrf `unary_from_softmax` convention); a Gaussian smoothness
-kernel (sxy 3, compat 3) and a bilateral appearance kernel (sxy 80, srgb 13, compat 10) with Potts compatibility,
-10 mean-field iterations (IRN / DeepLab-style settings). Bilateral sxy 80 was chosen over 50 and over DeepLab's
-sxy 80 / srgb 5 / compat 4 on real photos: GrabCut centre-prior maps 0.404 -> 0.596 (50: 0.533, DeepLab: 0.548),
-COCO-MVal 0.147 -> 0.161 (0.156, 0.157); see `benchmarks/crf_real.py` for the full table.
+kernel (sxy 3, compat 3: DeepLab's, fixed) and a bilateral appearance kernel (`crf.bilateral_*`, default sxy 80,
+srgb 13, compat 10) with Potts compatibility, 10 mean-field iterations (IRN / DeepLab-style settings). How the
+appearance kernel was chosen: docs/results_weak.md (`benchmarks/crf_real.py`, `benchmarks/crf_kernels.py`).
 
 Assumptions (the paper leaves these open; the choices below are the well-founded ones):
-- Only classes the image can hold enter the CRF: those whose probability reaches `min_class_prob` somewhere (for a
+- Only classes the image can hold enter the CRF: those whose probability reaches MIN_CLASS_PROB somewhere (for a
   hard mask: background, the image's label and any class present). Others get probability exactly 0, so the CRF can
   never invent a class the unary gave no mass to. With a single such class the answer is that class everywhere.
-- A hard label becomes a unary with confidence `gt_prob` on its class and the rest spread evenly (IRN / pydensecrf
+- A hard label becomes a unary with confidence HARD_LABEL_PROB on its class and the rest spread evenly (IRN / pydensecrf
   `unary_from_labels`); an ignore (255) pixel gets a uniform unary, so the pairwise terms alone decide it.
   `ignore: keep` puts 255 back on those pixels afterwards; `ignore: refine` keeps the CRF's decision.
 - Images whose long side exceeds `max_side` are refined at that size (area-averaged image, bilinear soft map) and the
@@ -30,10 +29,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .config import CRFConfig
-from .io import IGNORE
+from pipeline.config import CRFConfig
+from pipeline.io import IGNORE
 
 UNARY_EPS = 1e-5  # probability floor before -log: caps a unary at 11.5 nats, as pydensecrf's unary_from_softmax
+SMOOTHNESS_SXY, SMOOTHNESS_COMPAT = 3.0, 3.0  # the Gaussian smoothness kernel: width (px) and weight (DeepLab's)
+HARD_LABEL_PROB = 0.7  # confidence given to a hard label's class (pydensecrf's unary_from_labels default gt_prob)
+MIN_CLASS_PROB = 0.01  # classes below this probability everywhere do not enter the CRF
 
 
 def active_classes(probs: np.ndarray, min_class_prob: float) -> np.ndarray:
@@ -49,7 +51,7 @@ def mask_to_probs(mask: np.ndarray, class_ids: np.ndarray | list[int], gt_prob: 
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
     if not 0.0 < gt_prob <= 1.0:
-        raise ValueError(f"crf.gt_prob must be in (0, 1], got {gt_prob}")
+        raise ValueError(f"hard-label probability must be in (0, 1], got {gt_prob}")
     values = np.unique(mask)
     unknown = [int(v) for v in values if v != IGNORE and v not in class_ids]
     if unknown:
@@ -101,8 +103,7 @@ def _mean_field(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.ndar
     unary = np.ascontiguousarray(-np.log(np.clip(probs, UNARY_EPS, 1.0)).reshape(c, -1), dtype=np.float32)
     crf = dcrf.DenseCRF2D(w, h, c)
     crf.setUnaryEnergy(unary)
-    if cfg.gauss_compat > 0:
-        crf.addPairwiseGaussian(sxy=cfg.gauss_sxy, compat=cfg.gauss_compat)
+    crf.addPairwiseGaussian(sxy=SMOOTHNESS_SXY, compat=SMOOTHNESS_COMPAT)
     if cfg.bilateral_compat > 0:
         rgb = np.array(image, dtype=np.uint8, order="C", copy=True)  # writable, contiguous (Ray arrays are not)
         crf.addPairwiseBilateral(sxy=cfg.bilateral_sxy, srgb=cfg.bilateral_srgb, rgbim=rgb,
@@ -114,7 +115,7 @@ def _mean_field(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.ndar
 def refine_probs(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.ndarray:
     """Dense-CRF marginals float32 [K, H, W] of soft map `probs` [K, H, W] on RGB `image` (uint8 [H', W', 3]).
 
-    Rows of classes below `cfg.min_class_prob` everywhere are 0 in the result; the others sum to 1 per pixel.
+    Rows of classes below MIN_CLASS_PROB everywhere are 0 in the result; the others sum to 1 per pixel.
     """
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 3 or probs.shape[0] < 1:
@@ -123,7 +124,7 @@ def refine_probs(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.nda
         raise ValueError("probs must be finite and non-negative")
     k, h, w = probs.shape
     image = _check_inputs(image, (h, w))
-    rows = active_classes(probs, cfg.min_class_prob)
+    rows = active_classes(probs, MIN_CLASS_PROB)
     out = np.zeros((k, h, w), np.float32)
     if len(rows) == 1:
         out[rows[0]] = 1.0
@@ -142,13 +143,13 @@ def refine_probs(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.nda
 
 
 def refine_mask(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray | list[int], cfg: CRFConfig) -> np.ndarray:
-    """Refined uint8 mask from a hard mask (255 = ignore) over `class_ids`, each label trusted with `cfg.gt_prob`.
+    """Refined uint8 mask from a hard mask (255 = ignore) over `class_ids`, each label trusted with HARD_LABEL_PROB.
 
     Ignore pixels stay 255 when `cfg.ignore == "keep"`, else the CRF labels them. `cfg.confidence` is not applied
     here (a hard unary has no calibrated confidence); use `refine_probs` + `confident_argmax` for that.
     """
     class_ids = np.asarray(class_ids, np.int64)
-    probs = mask_to_probs(mask, class_ids, cfg.gt_prob)
+    probs = mask_to_probs(mask, class_ids, HARD_LABEL_PROB)
     if len(class_ids) > 1:
         probs = refine_probs(image, probs, cfg)
     refined = class_ids[np.argmax(probs, axis=0)].astype(np.uint8)

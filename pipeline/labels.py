@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import IGNORE
+from pipeline.io import IGNORE
 
 
 def soft_to_mask(probs: np.ndarray, class_ids: np.ndarray, fg_threshold: float, bg_threshold: float) -> np.ndarray:

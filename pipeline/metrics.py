@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import IGNORE
+from pipeline.io import IGNORE
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = IGNORE) -> np.ndarray:

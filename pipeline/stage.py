@@ -8,14 +8,14 @@ It reads the previous stage's per-image files from `src` (None for the first sta
 `dst/<stem>.npz` (soft map, see `pipeline.io.save_probs`) and then `dst/<stem>.png` (the pseudo-label with 255 =
 ignore, see `pipeline.labels`), and returns a small JSON-able summary. The `.png` is written last, so an image whose
 `.png` exists is finished: `pending()` lists the others, which makes every stage resumable per image.
-The runner (`pipeline.runner`) writes `manifest.json` and the `DONE` marker around `run()`.
+The runner (`pipeline.orchestration.runner`) writes `manifest.json` and the `DONE` marker around `run()`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from pipeline.config import Config
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,12 @@ def training_labels(round_: int) -> str:
 def pending(records: tuple[Record, ...] | list[Record], dst: Path) -> list[Record]:
     """Records whose output `dst/<stem>.png` does not exist yet."""
     return [r for r in records if not (dst / f"{r.stem}.png").exists()]
+
+
+def stage_done(stage_dir: Path, digest: str | None = None) -> bool:
+    """The stage folder is complete: its DONE marker (written last by the runner) exists and, given `digest`, holds
+    that hash. The runner, `coarse2fine status` and the report all ask this one function."""
+    marker = Path(stage_dir) / "DONE"
+    if not marker.is_file():
+        return False
+    return digest is None or marker.read_text().strip() == digest

@@ -6,9 +6,9 @@ For every record this writes `dst/<stem>.npz` = save_probs([1 - p, p], class_ids
 foreground probability at the image's full resolution, and then `dst/<stem>.png` = soft_to_mask(...) with
 `coarse.fg_threshold` / `coarse.bg_threshold` (between the two: 255, ignored by training). `coarse.method`:
 
-- `saliency`: per-image, one Ray task per image (`pipeline.parallel.map_tasks`), tasks get paths + config only.
+- `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.map_tasks`), tasks get paths + config only.
 - `ddt`, `cam`: group methods (DDT statistics per label group, CAM's classifier fine-tuned on all labels) run in one
-  device task (`pipeline.parallel.run_on_device`) that writes the per-image files itself.
+  device task (`pipeline.orchestration.parallel.run_on_device`) that writes the per-image files itself.
 - `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
   part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities.
 
@@ -29,7 +29,7 @@ import numpy as np
 from pipeline.config import CoarseConfig
 from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import soft_to_mask
-from pipeline.parallel import map_tasks, run_on_device
+from pipeline.orchestration.parallel import map_tasks, run_on_device
 from pipeline.stage import Record, StageContext, pending
 
 
@@ -70,7 +70,7 @@ def saliency_one(job: CoarseJob) -> dict:
     from pipeline.coarse.saliency import saliency_foreground
 
     image = read_image(job.image, job.max_pixels)
-    prob = saliency_foreground(image, segments=job.coarse.saliency_segments, seed=job.seed)
+    prob = saliency_foreground(image, seed=job.seed)
     mask = write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse)
     return _mask_stats(job.stem, mask)
 

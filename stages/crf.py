@@ -7,9 +7,9 @@ For each record still pending in `dst` (no `dst/<stem>.png` yet, so a killed run
 the image and `src/<stem>.npz`, refines it with `pipeline.crf.refine_probs`, and writes `dst/<stem>.npz` (the CRF's
 marginals over the same class ids) and then `dst/<stem>.png` (`confident_argmax` with `crf.confidence`; pixels that
 were 255 in `src/<stem>.png` stay 255 when `crf.ignore == "keep"`). Without `src/<stem>.npz` the hard mask
-`src/<stem>.png` is refined instead, trusted with `crf.gt_prob`, over background + the image's label + any class
-present. Tasks receive only paths and the CRFConfig; `pipeline.parallel.map_tasks` bounds the tasks in flight,
-declares `ray.task_memory_mb` per task, retries dead workers `ray.max_retries` times and prints progress.
+`src/<stem>.png` is refined instead, trusted with pipeline.crf.HARD_LABEL_PROB, over background + the image's label + any class
+present. Tasks receive only paths and the CRFConfig; `pipeline.orchestration.parallel.map_tasks` bounds the tasks in flight,
+declares `ray.task_memory_mb` per task, retries dead workers and prints progress.
 `crf.enabled: false` copies the source files through unchanged.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import CRFConfig
-from pipeline.crf import mask_to_probs, refine_probs
+from pipeline.crf import HARD_LABEL_PROB, mask_to_probs, refine_probs
 from pipeline.io import IGNORE, atomic_write_bytes, load_mask, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
-from pipeline.parallel import map_tasks
+from pipeline.orchestration.parallel import map_tasks
 from pipeline.stage import StageContext, pending
 
 
@@ -79,7 +79,7 @@ def refine_one(job: CRFJob) -> dict:
     elif source_mask is not None:
         present = [int(v) for v in np.unique(source_mask) if v != IGNORE]
         class_ids = np.array(sorted({0, job.label, *present}), np.int32)
-        probs = mask_to_probs(source_mask, class_ids, job.crf.gt_prob)
+        probs = mask_to_probs(source_mask, class_ids, HARD_LABEL_PROB)
     else:
         raise FileNotFoundError(f"{src}: neither {npz_path.name} nor {png_path.name} exists for image {job.image}")
     if source_mask is not None and source_mask.shape != probs.shape[1:]:

@@ -5,7 +5,7 @@
 What is scored: the arg-max of each image's soft map `src/<stem>.npz` over its stored class ids (every pixel gets a
 class, so stages are compared on the same pixels whatever their ignore policy); a folder holding only `<stem>.png`
 (e.g. a user's masks) is scored from the PNG, 255 counting as background. Ground truth comes from
-`pipeline.weak_data.load_ground_truth` (`data.masks`, `data.gt_foreground_value`, `data.gt_ignore_values`); its
+`pipeline.data.weak.load_ground_truth` (`data.masks`, `data.gt_foreground_value`, `data.gt_ignore_values`); its
 ignore pixels are not scored, records without ground truth are not scored.
 
 Scores (pipeline.metrics): `fg_jaccard` - the mean over images of the foreground Jaccard of the image's labelled
@@ -25,9 +25,9 @@ import numpy as np
 from pipeline.config import DataConfig
 from pipeline.io import IGNORE, load_mask, load_probs, probs_to_mask, write_json
 from pipeline.metrics import confusion_matrix, foreground_jaccard, scores_from_confusion
-from pipeline.parallel import map_tasks
+from pipeline.orchestration.parallel import map_tasks
 from pipeline.stage import Record, StageContext
-from pipeline.weak_data import load_ground_truth
+from pipeline.data.weak import load_ground_truth
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,14 @@
     summary = run(load_config("configs/full_camvid.yaml", overrides=["train.iterations=200"]))
     # CLI: coarse2fine full --config configs/full_camvid.yaml [--set key=value ...]
 
-Writes to <run.root>/<run.name>/full/: last.pt (resumable: rerunning continues), best.pt (best val `full.best_metric`
+Writes to <run.root>/<run.name>/full/: last.pt (resumable: rerunning continues), best.pt (best val mIoU
 during training, on the first `full.val_max_images` val images), model.pt, log.csv, and metrics.json: the final
 evaluation of best.pt (or model.pt when no validation ran) on the whole val split with the test-time options
-(`full.eval_scales`, `full.eval_flip`, `full.eval_window`/`eval_stride`), scored at the original mask resolution.
+(`full.eval_scales`, `full.eval_flip`, `full.eval_window`), scored at the original mask resolution.
 
 Images are resized by `full.input_scale` before cropping (training) and before inference (evaluation); predictions
 are upsampled back, so the score is always at full resolution. `full.num_workers > 1` or `full.use_gpu` trains with
-Ray Train (pipeline.distributed) on the Ray cluster of `ray_session(cfg.ray)`.
+Ray Train (pipeline.learn.distributed) on the Ray cluster of `ray_session(cfg.ray)`.
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from pipeline.config import Config
-from pipeline.datasets import SegPairs, open_dataset
-from pipeline.engine import resolve_device, train_model
-from pipeline.inference import evaluate
+from pipeline.data.datasets import SegPairs, open_dataset
+from pipeline.learn.engine import resolve_device, train_model
+from pipeline.learn.inference import evaluate
 from pipeline.io import write_json
 from pipeline.models import build_model
-from pipeline.parallel import ray_session
-from pipeline.transforms import TrainTransform
+from pipeline.orchestration.parallel import ray_session
+from pipeline.data.transforms import TrainTransform
 
 
 def make_model(cfg: Config, num_classes: int) -> nn.Module:
@@ -45,7 +45,7 @@ def make_train_set(cfg: Config, mean: tuple, std: tuple) -> SegPairs:
 def score(model: nn.Module, pairs: SegPairs, cfg: Config, device: str, test_time: bool) -> dict:
     """Evaluate at full resolution; `test_time` adds the configured scales/flip/sliding window."""
     f = cfg.full
-    options = dict(scales=f.eval_scales, flip=f.eval_flip, window=f.eval_window, stride=f.eval_stride) \
+    options = dict(scales=f.eval_scales, flip=f.eval_flip, window=f.eval_window) \
         if test_time else {}
     return evaluate(model, pairs.eval_pairs(), pairs.num_classes, pairs.class_names, device=device,
                     input_scale=f.input_scale, **options)
@@ -65,7 +65,7 @@ def run(cfg: Config) -> dict:
     device = str(resolve_device("cuda" if cfg.full.use_gpu else "auto"))
     start = time.time()
     if cfg.full.num_workers > 1 or cfg.full.use_gpu:
-        from pipeline.distributed import train_distributed
+        from pipeline.learn.distributed import train_distributed
 
         probe = make_model(cfg, num_classes)
         mean, std = probe.mean, probe.std
@@ -74,13 +74,11 @@ def run(cfg: Config) -> dict:
             weights = train_distributed(
                 partial(make_model, cfg, num_classes), partial(make_train_set, cfg, mean, std), cfg.train, out_dir,
                 seed=cfg.run.seed, num_workers=cfg.full.num_workers, use_gpu=cfg.full.use_gpu,
-                make_val_fn=partial(make_val_fn, cfg, "cpu") if cfg.full.val_during_training else None,
-                best_metric=cfg.full.best_metric)
+                make_val_fn=partial(make_val_fn, cfg, "cpu"))
     else:
         model = make_model(cfg, num_classes)
-        val_fn = make_val_fn(cfg, device) if cfg.full.val_during_training else None
         weights = train_model(model, make_train_set(cfg, model.mean, model.std), cfg.train, out_dir,
-                              seed=cfg.run.seed, device=device, val_fn=val_fn, best_metric=cfg.full.best_metric)
+                              seed=cfg.run.seed, device=device, val_fn=make_val_fn(cfg, device))
     train_s = time.time() - start
 
     model = make_model(cfg, num_classes).to(device)

@@ -3,17 +3,18 @@
     summary = run(ctx, src=run_dir / "crf", dst=run_dir / "round1" / "train")   # ctx.round == 1
 
 Inputs: `src/<stem>.png` for every record (the previous stage's refined pseudo-labels; 255 = ignore, skipped by the
-loss). Output: `dst/model.pt` (final weights, written last by pipeline.engine.train_model), `dst/last.pt`
+loss). Output: `dst/model.pt` (final weights, written last by pipeline.learn.engine.train_model), `dst/last.pt`
 (resumable checkpoint every `train.checkpoint_every` iterations: a killed round continues where it stopped),
 `dst/log.csv`.
 
-The whole training run is one device task (`pipeline.parallel.run_on_device`): a GPU when the Ray cluster has one
-(bf16 autocast, channels_last per `train.amp` / `train.channels_last`), otherwise all the cluster's CPUs. Only paths
-and configs travel to the task; it reads images and masks from disk.
+The whole training run is one device task (`pipeline.orchestration.parallel.run_on_device`): a GPU when the Ray
+cluster has one (bf16 autocast, channels_last per `train.amp` / `train.channels_last`), otherwise all the cluster's
+CPUs. Only paths and configs travel to the task; it reads images and masks from disk.
 
-Round k > 1 with `rounds.warm_start` starts from round k-1's `model.pt` (otherwise from the ImageNet backbone).
-Round k trains at peak learning rate `train.lr x rounds.lr_decay^(k-1)`: with warm start and a decay below 1 the
-later rounds fine-tune the previous round's network on its refined labels rather than restart its schedule.
+Round k > 1 starts from round k-1's `model.pt` (round 1 from the ImageNet backbone).
+Round k trains at peak learning rate `train.lr x rounds.lr_decay^(k-1)`: as every later round starts from the
+previous round's weights, a decay below 1 makes it fine-tune that network on its refined labels rather than restart
+its schedule.
 The seed of round k is `run.seed + k`, so rounds draw different crops but a rerun draws the same ones.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import Config, TrainConfig
-from pipeline.parallel import run_on_device
+from pipeline.orchestration.parallel import run_on_device
 from pipeline.stage import Record, StageContext, network_outputs
 
 
@@ -35,13 +36,11 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
     pseudo-label class >= 1 is trained as foreground."""
     import torch
 
-    from pipeline.engine import train_model
+    from pipeline.data.transforms import TrainTransform
+    from pipeline.data.weak import PseudoLabelDataset
+    from pipeline.learn.engine import train_model
     from pipeline.models import build_model
-    from pipeline.transforms import TrainTransform
-    from pipeline.weak_data import PseudoLabelDataset
 
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.run.seed + round_)
     model = build_model(cfg.model, network_outputs(cfg, num_classes))
     if warm_start:
@@ -70,10 +69,10 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
         raise FileNotFoundError(f"{src}: {len(missing)} pseudo-labels missing for training (e.g. {missing[0]}.png)")
     dst.mkdir(parents=True, exist_ok=True)
     warm = None
-    if ctx.round > 1 and ctx.cfg.rounds.warm_start:
+    if ctx.round > 1:
         previous = ctx.run_dir / f"round{ctx.round - 1}" / "train" / "model.pt"
         if not previous.is_file():
-            raise FileNotFoundError(f"{previous}: warm start needs the previous round's weights")
+            raise FileNotFoundError(f"{previous}: round {ctx.round} starts from the previous round's weights")
         warm = str(previous)
     return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
                          warm, cfg=ctx.cfg.ray, progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations,

@@ -8,13 +8,26 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread: the tests' small tensors gain nothing from two, and two threads on a
+    shared 2-core machine can run many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A 2-CPU local Ray cluster shared by every test that asks for it; shut down at the end of the session."""
+    """A 2-CPU local Ray cluster shared by every test that asks for it; shut down at the end of the session.
+    Its workers run torch on one thread too (Ray keeps an OMP_NUM_THREADS that is already set)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, _temp_dir=f"/tmp/c2f-ray-test-{os.getpid()}", include_dashboard=False,
-                 log_to_driver=False, logging_level="ERROR")
+                 log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     ray.shutdown()

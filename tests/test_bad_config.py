@@ -16,7 +16,7 @@ from pipeline.config import ConfigError, load_config
     ("crf:\n  iterations: 0\n", r"config key 'crf\.iterations': 0 is out of range \[1, 100\]"),
     ("coarse:\n  fg_threshold: 1.5\n", r"config key 'coarse\.fg_threshold': 1\.5 is out of range \[0\.0, 1\.0\]"),
     ("train:\n  lr: .nan\n", r"config key 'train\.lr': nan is not a finite number"),
-    ("crf:\n  gauss_sxy: .inf\n", r"config key 'crf\.gauss_sxy': inf is not a finite number"),
+    ("crf:\n  bilateral_sxy: .inf\n", r"config key 'crf\.bilateral_sxy': inf is not a finite number"),
     ("coarse:\n  method: magic\n", r"config key 'coarse\.method': 'magic' is not one of saliency, ddt"),
     ("- train\n- crf\n", r"bad\.yaml: top level must be a mapping of sections, got list"),
     ("just a string\n", r"bad\.yaml: top level must be a mapping of sections, got str"),

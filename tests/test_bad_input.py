@@ -16,7 +16,7 @@ from bad_input_helpers import data_cfg, image, jpeg_bytes, png_bytes, weak_set, 
 from pipeline.config import ConfigError, load_config
 from pipeline.io import IGNORE, ImageError, image_size, load_mask, load_probs, read_image, read_json, save_mask, save_probs
 from pipeline.stage import Record
-from pipeline.weak_data import DatasetError, PseudoLabelDataset, load_ground_truth, load_weak_dataset
+from pipeline.data.weak import DatasetError, PseudoLabelDataset, load_ground_truth, load_weak_dataset
 
 
 # ---------------------------------------------------------------------------------------------------------------

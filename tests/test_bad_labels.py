@@ -8,7 +8,7 @@ import pytest
 from bad_input_helpers import data_cfg, image, weak_set, write_png
 from pipeline.io import ImageError, load_mask, load_probs, read_image, save_mask, save_probs
 from pipeline.stage import pending
-from pipeline.weak_data import DatasetError, load_weak_dataset
+from pipeline.data.weak import DatasetError, load_weak_dataset
 
 
 def test_label_not_in_class_list(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 import orchestrate
 from pipeline.config import DataConfig
-from pipeline.demo_data import ensure_demo
+from pipeline.data.demo import ensure_demo
 from pipeline.io import load_mask, save_mask
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from PIL import Image
 
 import orchestrate
 from fake_run import STEMS, make_run
-from pipeline.gallery import best_and_worst
+from pipeline.commands.gallery import best_and_worst
 from pipeline.io import load_mask, save_image
 
 

@@ -73,7 +73,7 @@ def make_context(tmp_path: Path, overrides: list[str], n: int = 4) -> tuple[Stag
         save_image(path, image)
         records.append(Record(stem=f"img{i}", image=path, label=1 + i % 2))
         discs.append(disc)
-    cfg = load_config(overrides=["coarse.saliency_segments=120", *overrides])
+    cfg = load_config(overrides=list(overrides))
     ctx = StageContext(cfg=cfg, records=tuple(records), classes=("background", "a", "b"), run_dir=tmp_path)
     return ctx, discs
 

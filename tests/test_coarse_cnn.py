@@ -53,7 +53,6 @@ def test_ddt_statistics_hand_computed():
 
 @pytest.mark.slow
 def test_ddt_finds_common_object(tmp_path):
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with 2
     records, masks = pasted_cats(tmp_path)
     cfg = load_config(overrides=["coarse.image_side=224"]).coarse
     maps = dict((r.stem, p) for r, p in ddt_maps(records, tmp_path / "ddt", cfg, 10**8, seed=0))
@@ -65,7 +64,6 @@ def test_ddt_finds_common_object(tmp_path):
 
 @pytest.mark.slow
 def test_imagenet_cam_covers_chelsea(tmp_path):
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with 2
     save_image(tmp_path / "chelsea.png", skdata.chelsea())
     cfg = load_config(overrides=["coarse.image_side=224"]).coarse
     records = [Record("chelsea", tmp_path / "chelsea.png", 1)]  # one label: the ImageNet top-1 class's CAM
@@ -106,7 +104,6 @@ def test_stage_ddt_resume_is_deterministic(tmp_path, ray_cluster):
 
 @pytest.mark.slow
 def test_fine_tuned_cam_localises_each_class(tmp_path):
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with 2
     cats, cat_masks = pasted_cats(tmp_path)
     rng = np.random.default_rng(1)
     cup = resize(skdata.coffee()[20:380, 40:520], (64, 80), anti_aliasing=True)

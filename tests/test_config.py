@@ -81,12 +81,25 @@ def test_configs_are_frozen():
         Config().train.lr = 1.0  # type: ignore[misc]
 
 
-def test_crf_for_round_takes_the_rounds_kernel_only_where_set():
+def test_crf_for_round_takes_the_rounds_kernel_from_rounds_crf():
     plain = Config()
-    assert plain.crf_for_round(0) == plain.crf and plain.crf_for_round(2) == plain.crf  # nothing set: one CRF
-    cfg = load_config(overrides=["rounds.crf_bilateral_sxy=50", "crf.bilateral_compat=7"])
+    assert plain.crf_for_round(0) == plain.crf and plain.crf_for_round(2) == plain.crf  # equal defaults: one CRF
+    cfg = load_config(overrides=["rounds_crf.bilateral_sxy=50", "crf.bilateral_compat=7", "crf.iterations=4"])
     assert cfg.crf_for_round(0) == cfg.crf  # the coarse maps' CRF is never changed
-    r1 = cfg.crf_for_round(1)
-    assert (r1.bilateral_sxy, r1.bilateral_compat, r1.gauss_sxy) == (50.0, 7.0, cfg.crf.gauss_sxy)
-    both = load_config(overrides=["rounds.crf_bilateral_sxy=50", "rounds.crf_bilateral_compat=5"]).crf_for_round(3)
-    assert (both.bilateral_sxy, both.bilateral_compat) == (50.0, 5.0)
+    r1 = cfg.crf_for_round(1)  # the kernel from rounds_crf (its compat default 10, not crf's 7), the rest from crf
+    assert (r1.bilateral_sxy, r1.bilateral_compat, r1.iterations) == (50.0, 10.0, 4)
+
+
+def test_keys_feeding_follow_the_field_metadata():
+    cfg = Config()
+    train = cfg.keys_feeding("train", round_=1)
+    assert "train.lr" in train and "model.width" in train and "run.seed" in train
+    assert "train.log_every" not in train and "train.checkpoint_every" not in train  # never change the weights
+    assert "rounds.lr_decay" not in train and "rounds.lr_decay" in cfg.keys_feeding("train", round_=2)
+    predict = cfg.keys_feeding("predict", round_=2)
+    assert set(predict) == {"rounds.foreground_network", "rounds.scales", "rounds.flip", "rounds.ensemble",
+                            "rounds.reset_iou", "rounds.keep_other_classes_from"}
+    assert "rounds.ensemble" not in cfg.keys_feeding("predict", round_=1)  # round 1 has nothing to average
+    assert set(cfg.keys_feeding("score")) == {"data.masks", "data.gt_foreground_value", "data.gt_ignore_values"}
+    assert "data.masks" not in cfg.keys_feeding("coarse") and "data.root" in cfg.keys_feeding("coarse")
+    assert not any(k.startswith(("ray.", "rounds_crf.")) for k in {**train, **predict, **cfg.keys_feeding("crf")})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import CRFConfig
-from pipeline.crf import active_classes, mask_to_probs, refine_mask, refine_probs
+from pipeline.crf import MIN_CLASS_PROB, active_classes, mask_to_probs, refine_mask, refine_probs
 from pipeline.io import IGNORE
 
 CFG = CRFConfig()
@@ -69,7 +69,7 @@ def test_absent_classes_never_appear():
     probs[2] = 1 - probs[0]  # classes 1 and 3 hold no mass anywhere
     probs[3, :2, :2] = 0.005  # below min_class_prob 0.01: left out too
     probs[0, :2, :2] -= 0.005
-    assert active_classes(probs, CFG.min_class_prob).tolist() == [0, 2]
+    assert active_classes(probs, MIN_CLASS_PROB).tolist() == [0, 2]
     q = refine_probs(image, probs, CFG)
     assert (q[1] == 0).all() and (q[3] == 0).all()
     assert set(np.unique(q.argmax(0)).tolist()) == {0, 2}

@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from pipeline.config import FullConfig
-from pipeline.datasets import DatasetError, open_dataset
-from pipeline.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
-from pipeline.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
+from pipeline.data.datasets import DatasetError, open_dataset
+from pipeline.data.datasets.cityscapes import CLASSES as CITYSCAPES_CLASSES
+from pipeline.data.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, cityscapes
 from pipeline.io import save_mask
-from pipeline.transforms import TrainTransform
+from pipeline.data.transforms import TrainTransform
 
 
 def write_image(path: Path, h: int = 6, w: int = 8, value: int = 100) -> None:
@@ -46,7 +46,7 @@ def test_cityscapes_layout_label_ids_and_train_ids(tmp_path):
     assert train.files[0][0].name == "aachen_000000_000019_leftImg8bit.png"
     image, mask = train.load(0)
     assert image.shape == (6, 8, 3) and mask[0].tolist() == [0, 1, 13, 255, 18, 255, 255, 11]
-    val = open_dataset(FullConfig(dataset="cityscapes", root=str(tmp_path), cityscapes_labels="labelTrainIds"), "val")
+    val = cityscapes(tmp_path, "val", labels="labelTrainIds")
     assert len(val) == 1 and (val.load(0)[1] == 13).all()
 
 
@@ -99,7 +99,7 @@ def test_voc_palette_pngs_and_split_lists(tmp_path):
     train = open_dataset(FullConfig(dataset="voc", root=str(tmp_path)), "train")
     assert len(train) == 2 and train.num_classes == 21
     assert train.load(1)[1][0].tolist() == [0, 15, 255, 2]
-    assert len(open_dataset(FullConfig(dataset="voc", root=str(tmp_path), voc_aug=True), "train_aug")) == 3
+    assert len(open_dataset(FullConfig(dataset="voc", root=str(tmp_path)), "train_aug")) == 3
     with pytest.raises(DatasetError, match="split list not found"):
         open_dataset(FullConfig(dataset="voc", root=str(tmp_path)), "test")
 

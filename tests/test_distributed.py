@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TrainConfig
-from pipeline.engine import SeededSamples, train_model
+from pipeline.learn.engine import SeededSamples, train_model
 
 
 class NoNormNet(nn.Module):
@@ -57,12 +57,12 @@ def test_two_ray_train_workers_match_one_process(tmp_path, ray_cluster):
 
     from ray import cloudpickle
 
-    from pipeline.distributed import train_distributed
+    from pipeline.learn.distributed import train_distributed
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
 
     cfg2 = TrainConfig(iterations=6, batch_size=2, lr=0.05, warmup_iters=1, optimizer="sgd", checkpoint_every=3,
-                       log_every=3, threads=1, weight_decay=0.0)
+                       log_every=3, weight_decay=0.0)
     cfg1 = TrainConfig(**{**cfg2.__dict__, "batch_size": 4})
     torch.manual_seed(3)
     single = train_model(NoNormNet(), FullyLabelled(), cfg1, tmp_path / "one", seed=3, device="cpu")

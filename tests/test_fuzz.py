@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.config import Config, ConfigError, DataConfig, load_config
-from pipeline.weak_data import DatasetError, load_weak_dataset
+from pipeline.data.weak import DatasetError, load_weak_dataset
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.inference import _window_starts, evaluate, predict_probs
+from pipeline.learn.inference import _window_starts, evaluate, predict_probs
 
 
 class PointwiseNet(nn.Module):

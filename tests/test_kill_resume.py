@@ -22,8 +22,10 @@ from kill_helpers import (ROOT, TINY, command, kill_group, outputs, partial_file
 
 from pipeline.config import RayConfig, load_config
 from pipeline.io import read_json
-from pipeline.parallel import map_tasks, run_on_device
-from pipeline.runner import run_pipeline
+from pipeline.orchestration import parallel
+from pipeline.orchestration.parallel import map_tasks, run_on_device
+from pipeline.orchestration.runner import run_pipeline
+from stages import WEAK_STAGES
 
 STEMS_COUNT = 8
 
@@ -32,9 +34,9 @@ STEMS_COUNT = 8
 def reference(tmp_path_factory):
     """(data folder, run dir, stems) of one uninterrupted run, in this process; it also generates the demo data."""
     tmp = tmp_path_factory.mktemp("kill_ref")
-    torch.set_num_threads(1)
     run_pipeline(load_config(ROOT / "configs" / "demo.yaml",
-                             [*TINY, f"data.root={tmp / 'data'}", f"run.root={tmp / 'runs'}", "ray.enabled=false"]))
+                             [*TINY, f"data.root={tmp / 'data'}", f"run.root={tmp / 'runs'}", "ray.enabled=false"]),
+                 WEAK_STAGES)
     run_dir = tmp / "runs" / "demo"
     stems = sorted(p.stem for p in (run_dir / "coarse").glob("*.png"))
     assert len(stems) == STEMS_COUNT
@@ -118,8 +120,8 @@ def die_on_first_attempt() -> Callable[[tuple[str, int]], int]:
     return task
 
 
-def test_ray_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
-    cfg = RayConfig(max_retries=1, task_memory_mb=0)
+def test_ray_worker_killed_mid_task_is_retried(ray_cluster, tmp_path, monkeypatch):
+    cfg = RayConfig(task_memory_mb=0)
     items = [(str(tmp_path), v) for v in range(4)]
     task = die_on_first_attempt()
     assert map_tasks(task, items, cfg, desc="die once") == [0, 10, 20, 30]
@@ -132,4 +134,5 @@ def test_ray_worker_killed_mid_task_is_retried(ray_cluster, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     with pytest.raises(ray_cluster.exceptions.WorkerCrashedError):
-        map_tasks(task, [(str(again), 1)], RayConfig(max_retries=0, task_memory_mb=0), desc="die")
+        monkeypatch.setattr(parallel, "TASK_RETRIES", 0)
+        map_tasks(task, [(str(again), 1)], cfg, desc="die")

@@ -10,13 +10,6 @@ import torch.nn.functional as F
 from pipeline.models.efficientnet_lite import LITE0_STAGE_CHANNELS, EfficientNetLite0, load_lite0_imagenet
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small tensors gain nothing from 2 threads, and on the shared 2-core machine 2 threads ran ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _normalised(img, mean, std, size):
@@ -54,8 +47,8 @@ def test_lite0_features_have_strides_4_8_16_32_for_odd_sizes():
 # Backbones
 
 from pipeline.config import ModelConfig  # noqa: E402
-from pipeline.models import SegLoss, build_backbone, build_model  # noqa: E402
-from pipeline.models.losses import enet_class_weights  # noqa: E402
+from pipeline.learn.losses import SegLoss  # noqa: E402
+from pipeline.models import build_backbone, build_model  # noqa: E402
 
 
 @pytest.mark.parametrize("name,channels", [("resnet18", (64, 128, 256, 512)), ("lite0", LITE0_STAGE_CHANNELS)])
@@ -162,34 +155,6 @@ def test_ohem_keeps_hard_pixels_but_at_least_min_kept():
     assert kept3.item() == pytest.approx(nll[1:].mean().item(), rel=1e-5)  # threshold raised to the 3rd smallest
     everything = SegLoss(0.4, ohem=True, ohem_thresh=0.7, ohem_min_kept=100)({"out": logits}, target)
     assert everything.item() == pytest.approx(nll.mean().item(), rel=1e-5)
-
-
-def test_class_weights_hand_computed_plain_ohem_and_aux():
-    logits = torch.zeros(1, 2, 1, 3)
-    logits[0, 0, 0] = torch.tensor([math.log(3.0), 0.0, 0.0])  # pixel 0: p(class 0) = 3/4
-    target = torch.tensor([[[0, 1, 1]]])  # nll: -log 3/4, log 2, log 2
-    weighted = SegLoss(0.4, False, 0.7, 1, class_weights=(1.0, 3.0))
-    main = (1 * -math.log(0.75) + 3 * math.log(2) + 3 * math.log(2)) / (1 + 3 + 3)  # sum w l / sum w
-    assert weighted({"out": logits}, target).item() == pytest.approx(main, rel=1e-5)
-    aux = torch.zeros(1, 2, 1, 3)  # log 2 everywhere: its weighted mean is log 2 whatever the weights
-    assert weighted({"out": logits, "aux": aux}, target).item() == pytest.approx(main + 0.4 * math.log(2), rel=1e-5)
-    # OHEM (threshold 0.7) keeps pixels 1 and 2 only (p = 1/2), then weighs them: both class 1 -> log 2
-    ohem = SegLoss(0.4, True, 0.7, 1, class_weights=(1.0, 3.0))({"out": logits}, target)
-    assert ohem.item() == pytest.approx(math.log(2), rel=1e-5)
-    ohem_all = SegLoss(0.4, True, 0.7, 100, class_weights=(1.0, 3.0))({"out": logits}, target)
-    assert ohem_all.item() == pytest.approx(main, rel=1e-5)  # min_kept covers every pixel: same as plain
-    with pytest.raises(ValueError, match="train.class_weights: 3 weights for 2 classes"):
-        SegLoss(0.4, False, 0.7, 1, class_weights=(1.0, 1.0, 1.0))({"out": logits}, target)
-    with pytest.raises(ValueError, match="train.class_weights"):
-        SegLoss(0.4, False, 0.7, 1, class_weights=(1.0, 0.0))
-
-
-def test_enet_class_weights_hand_computed():
-    weights = enet_class_weights([750, 250, 0])  # shares 0.75, 0.25, 0
-    assert weights == pytest.approx([1 / math.log(1.77), 1 / math.log(1.27), 1 / math.log(1.02)])
-    assert weights[2] == pytest.approx(50.5, abs=0.1)  # the cap for a class never seen
-    with pytest.raises(ValueError, match="positive total"):
-        enet_class_weights([0, 0])
 
 
 def test_segloss_rejects_mismatched_target():

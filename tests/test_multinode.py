@@ -1,7 +1,7 @@
 """The crf stage on a real two-node Ray cluster (head + one joined node, 1 CPU each, on this machine).
 
 The pytest process already owns a Ray session (conftest's `ray_cluster`), so the cluster is built in a subprocess by
-`benchmarks/crf_scaling.py multinode`, which runs the stage through `pipeline.parallel.map_tasks` and prints the
+`benchmarks/crf_scaling.py multinode`, which runs the stage through `pipeline.orchestration.parallel.map_tasks` and prints the
 node ids its tasks ran on.
 """
 from __future__ import annotations

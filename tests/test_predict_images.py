@@ -1,4 +1,4 @@
-"""pipeline.predict_images: masks and overlays for a folder of user images, resume, named errors."""
+"""pipeline.commands.predict_images: masks and overlays for a folder of user images, resume, named errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +10,8 @@ from torch import nn
 from pipeline.config import ModelConfig
 from pipeline.io import ImageError, load_mask, palette, save_image
 from pipeline.models import build_model
-from pipeline.predict_images import overlay, predict_folder
+from pipeline.commands.predict_images import overlay, predict_folder
 
-torch.set_num_threads(1)
 CLASSES = ("background", "red", "green")
 
 

@@ -1,5 +1,4 @@
-"""Stage `predict`: the class restriction for unlabelled classes, label blending, the round ensemble, outlier reset,
-and the wiring."""
+"""Stage `predict`: the class restriction for unlabelled classes, the round ensemble, outlier reset, and the wiring."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +8,9 @@ import pytest
 import torch
 
 from fake_run import CLASSES, LABELS, SIDE, STEMS, make_run
+from pipeline.data.weak import PseudoLabelDataset, load_weak_dataset
 from pipeline.io import load_mask, load_probs, save_mask, save_probs
 from pipeline.stage import StageContext, training_labels
-from pipeline.weak_data import PseudoLabelDataset, load_weak_dataset
 from stages import predict, train
 
 
@@ -28,38 +27,31 @@ def test_restrict_classes_by_hand():
     assert ids.tolist() == [0, 1, 2, 3] and not dropped.any()
 
 
-def test_blend_probs_by_hand():
+def test_mix_probs_by_hand():
     net = np.array([[[0.8]], [[0.2]]], np.float32)  # ids (0, 1)
     prev = np.array([[[0.1]], [[0.3]], [[0.6]]], np.float32)  # ids (0, 1, 2)
-    out, ids = predict.blend_probs(net, np.array([0, 1]), prev, np.array([0, 1, 2]), 0.25)
+    out, ids = predict.mix_probs(net, np.array([0, 1]), prev, np.array([0, 1, 2]), 0.25)
     assert ids.tolist() == [0, 1, 2]
     np.testing.assert_allclose(out[:, 0, 0], (0.75 * 0.8 + 0.25 * 0.1, 0.75 * 0.2 + 0.25 * 0.3, 0.25 * 0.6),
                                rtol=1e-6)
 
 
-@pytest.mark.parametrize("blend", [0.0, 1.0])
-def test_stage_blends_with_the_labels_the_round_trained_on(tmp_path, blend):
+def test_stage_writes_the_network_map_over_background_and_the_label(tmp_path):
     run_dir, cfg = make_run(tmp_path)
-    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=blend, flip=False))
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, flip=False))
     assert training_labels(1) == "crf" and training_labels(3) == "round2/crf"
-    rng = np.random.default_rng(0)
-    labels = {}
-    for stem in STEMS:  # hand-made soft labels in crf/: a random pattern no network would predict
-        fg = (rng.random((SIDE, SIDE)) < 0.5).astype(np.float32)
-        save_probs(run_dir / "crf" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, LABELS[stem]])
-        labels[stem] = np.where(fg > 0, LABELS[stem], 0)
     data = load_weak_dataset(cfg.data)
     ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=1)
     out = tmp_path / "predicted"
-    predict.run(ctx, run_dir / "round1" / "train", out)
+    summary = predict.run(ctx, run_dir / "round1" / "train", out)
+    assert summary["images"] == len(STEMS) and summary["images_reset"] == 0
     for stem in STEMS:
         mask = load_mask(out / f"{stem}.png")
         probs, ids = load_probs(out / f"{stem}.npz")
         assert ids.tolist() == [0, LABELS[stem]] and mask.shape == (SIDE, SIDE)
-        if blend == 1.0:  # the labels come back unchanged
-            np.testing.assert_array_equal(mask, labels[stem])
-        else:  # the untrained network's map is smooth, nothing like the random pattern
-            assert (mask == labels[stem]).mean() < 0.8
+        np.testing.assert_allclose(probs.sum(0), 1.0, atol=2 / 255)
+        assert set(np.unique(mask).tolist()) <= {0, LABELS[stem], 255}
+    assert predict.run(ctx, run_dir / "round1" / "train", out)["images"] == 0  # a rerun finds every image done
 
 
 def test_round_ensemble_averages_this_round_with_the_earlier_rounds_mean(tmp_path):
@@ -114,48 +106,36 @@ def test_foreground_iou_by_hand():
     assert predict.foreground_iou(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8)) == 1.0
 
 
-@pytest.mark.parametrize("reset_to, ensemble", [("coarse", False), ("labels", False), ("coarse", True)])
-def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path, reset_to,
-                                                                                           ensemble):
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_outlier_reset_restores_the_coarse_map_where_the_prediction_left_the_first_labels(tmp_path, ensemble):
     run_dir, cfg = make_run(tmp_path)
-    # blend 1: the round-2 "prediction" is exactly round 1's labels, so the test decides what is predicted
-    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, blend=1.0, flip=False, reset_iou=0.5,
-                                                              reset_to=reset_to, ensemble=ensemble))
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, reset_iou=0.5, ensemble=ensemble))
     earlier = np.full((SIDE, SIDE), 0.2, np.float32)  # round 1's stored map, averaged in with the ensemble
     rng = np.random.default_rng(0)
-    shifts = {"a": 2, "b": 0, "c": 12, "d": 14}  # IoU with the first labels: 0.78, 1, 0.14, 0.06
-    coarse = {}
+    shifts = {"a": 2, "b": 0, "c": 12, "d": 14}  # IoU of the prediction with the first labels: 0.78, 1, 0.14, 0.06
+    records = {r.stem: r for r in load_weak_dataset(cfg.data).records}
+    resets = 0
     for stem in STEMS:
         label = LABELS[stem]
         first = np.zeros((SIDE, SIDE), np.float32)
         first[4:20, 4:20] = 1
-        save_probs(run_dir / "crf" / f"{stem}.npz", np.stack([1 - first, first]), [0, label])
         save_mask(run_dir / "crf" / f"{stem}.png", np.where(first > 0, label, 0).astype(np.uint8))
-        moved = np.roll(first, shifts[stem], axis=1)
-        save_probs(run_dir / "round1" / "crf" / f"{stem}.npz", np.stack([1 - moved, moved]), [0, label])
-        save_mask(run_dir / "round1" / "crf" / f"{stem}.png", np.where(moved > 0, label, 0).astype(np.uint8))
         fg = rng.random((SIDE, SIDE)).astype(np.float32)  # any coarse map
-        coarse[stem] = np.where(fg > 0.6, label, np.where(fg < 0.3, 0, 255)).astype(np.uint8)
+        coarse = np.where(fg > 0.6, label, np.where(fg < 0.3, 0, 255)).astype(np.uint8)
         save_probs(run_dir / "coarse" / f"{stem}.npz", np.stack([1 - fg, fg]), [0, label])
-        save_mask(run_dir / "coarse" / f"{stem}.png", coarse[stem])
+        save_mask(run_dir / "coarse" / f"{stem}.png", coarse)
         save_probs(run_dir / "round1" / "predict" / f"{stem}.npz", np.stack([1 - earlier, earlier]), [0, label])
-    data = load_weak_dataset(cfg.data)
-    ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=2)
-    summary = predict.run(ctx, run_dir / "round1" / "train", tmp_path / "pred")
-    assert summary["images_reset"] == 2  # with the ensemble too: decided on the round's own map, not the mean
-    for stem in STEMS:
-        mask = load_mask(tmp_path / "pred" / f"{stem}.png")
-        probs, ids = load_probs(tmp_path / "pred" / f"{stem}.npz")
+        moved = np.roll(first, shifts[stem], axis=1)  # what the network predicts: the first labels, shifted
+        probs = np.zeros((len(CLASSES), SIDE, SIDE), np.float32)
+        probs[0], probs[label] = 1 - moved, moved
+        labels, reset = predict.image_labels(probs, records[stem], cfg, 2, run_dir)
+        resets += reset
+        assert reset == (shifts[stem] > 10)  # decided on the round's own map, with the ensemble too
+        own, own_mask = (fg, coarse) if reset else (moved, np.where(moved > 0, label, 0))
         if ensemble:  # the mean of round 1's map and the round's own (the coarse map where reset)
-            own = load_probs(run_dir / "coarse" / f"{stem}.npz")[0][1] if shifts[stem] > 10 else np.roll(
-                np.pad(np.ones((16, 16), np.float32), ((4, SIDE - 20), (4, SIDE - 20))), shifts[stem], axis=1)
-            np.testing.assert_allclose(probs[1], (earlier + own) / 2, atol=1.5 / 255)
-            np.testing.assert_array_equal(mask, np.where(probs[1] > probs[0], LABELS[stem], 0))
-            continue
-        if shifts[stem] > 10 and reset_to == "coarse":  # left the first labels: starts over from the coarse map
-            np.testing.assert_array_equal(mask, coarse[stem])
-            np.testing.assert_allclose(probs, load_probs(run_dir / "coarse" / f"{stem}.npz")[0], atol=1 / 255)
-        else:  # kept, or reset to the labels it trained on: round 1's labels
-            expected = np.zeros((SIDE, SIDE), np.uint8)
-            expected[4:20, 4:20] = LABELS[stem]
-            np.testing.assert_array_equal(mask, np.roll(expected, shifts[stem], axis=1))
+            np.testing.assert_allclose(labels.soft[1], (earlier + own) / 2, atol=1.5 / 255)
+            np.testing.assert_array_equal(labels.mask, np.where(labels.soft[1] > labels.soft[0], label, 0))
+        else:
+            np.testing.assert_allclose(labels.soft[1], own, atol=1 / 255)
+            np.testing.assert_array_equal(labels.mask, own_mask)
+    assert resets == 2

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline.parallel import eta
+from pipeline.orchestration.parallel import eta
 from stages.train import training_progress
 
 

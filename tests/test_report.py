@@ -1,4 +1,4 @@
-"""pipeline.report: the HTML report links only to files that exist; gallery order; compare_runs trains, reuses, scores."""
+"""pipeline.commands.report: the HTML report links only to files that exist; gallery order; compare_runs trains, reuses, scores."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,11 +14,10 @@ from PIL import Image
 
 from fake_run import CLASSES, PER_IMAGE, make_run
 from pipeline.io import read_json
-from pipeline.report import compare_runs, write_report
-from pipeline.report_plots import relative_scores
-from pipeline.trained import RunError
+from pipeline.commands.report import compare_runs, write_report
+from pipeline.commands.report_plots import relative_scores
+from pipeline.commands.trained import RunError
 
-torch.set_num_threads(1)
 
 
 class Links(HTMLParser):

@@ -20,7 +20,7 @@ from PIL import Image
 
 from pipeline.config import DataConfig
 from pipeline.io import save_mask
-from pipeline.weak_data import DatasetError, load_weak_dataset
+from pipeline.data.weak import DatasetError, load_weak_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ["pipeline", "stages", "benchmarks", "orchestrate.py"]

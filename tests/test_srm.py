@@ -10,13 +10,6 @@ import torch.nn.functional as F
 from pipeline.models.srm import SemanticRefinement, convex_combine, warp
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small tensors gain nothing from 2 threads, and on the shared 2-core machine 2 threads ran ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("use_mask", [True, False])

@@ -1,4 +1,4 @@
-"""pipeline.status on a hand-built run directory: done / partial / missing, counts, scores, named errors."""
+"""pipeline.commands.status on a hand-built run directory: done / partial / missing, counts, scores, named errors."""
 from __future__ import annotations
 
 import shutil
@@ -7,8 +7,8 @@ import pytest
 
 from fake_run import make_run
 from pipeline.io import read_json, write_json
-from pipeline.status import format_status, run_status
-from pipeline.trained import RunError
+from pipeline.commands.status import format_status, run_status
+from pipeline.commands.trained import RunError
 
 
 def test_states_counts_and_scores(tmp_path):

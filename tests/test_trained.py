@@ -1,4 +1,4 @@
-"""pipeline.trained: a run's network round-trips through model.pt; missing/incomplete runs name the path."""
+"""pipeline.commands.trained: a run's network round-trips through model.pt; missing/incomplete runs name the path."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,8 @@ import torch
 
 from fake_run import CLASSES, make_run
 from pipeline.models import build_model
-from pipeline.trained import RunError, load_checkpoint_model, load_run_model
+from pipeline.commands.trained import RunError, load_checkpoint_model, load_run_model
 
-torch.set_num_threads(1)
 
 
 def test_load_run_model_gives_the_saved_weights(tmp_path):

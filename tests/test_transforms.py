@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.transforms import EvalTransform, PhotometricJitter, TrainTransform, normalize
+from pipeline.data.transforms import EvalTransform, PhotometricJitter, TrainTransform, normalize
 
 MEAN, STD = (0.5, 0.25, 0.75), (0.5, 0.25, 0.125)
 

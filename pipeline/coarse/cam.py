@@ -32,7 +32,7 @@ from pipeline.config import CoarseConfig
 from pipeline.io import atomic_write_bytes, read_image
 from pipeline.stage import Record, pending
 
-from .features import image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
+from pipeline.coarse.features import image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
 
 CAM_DECISION = 0.3  # CAM / max(CAM) at which a pixel is as likely object as not
 HEAD_LR = 1e-4  # pretrained 1x1 head conv: small steps

@@ -14,9 +14,8 @@ Choices the paper leaves open (documented assumptions):
   mostly background), the same background prior the saliency method uses.
 - Probability: the projection is bilinearly upsampled to the full image and mapped piecewise-linearly so that 0
   (DDT's decision point) -> 0.5, the image's largest projection -> 1 and its smallest -> 0.
-- Descriptors: the head map, not the last block's 320 channels. Measured on GrabCut (one group of 50 images, mean
-  foreground Jaccard of projection > 0): head 0.415 (per image 0.444), last block 0.128 (0.433), stride 16 0.229.
-  The 320-channel component over a varied group follows scene layout rather than objectness.
+- Descriptors: the head map, not the last block's 320 channels: the 320-channel component over a varied group
+  follows scene layout rather than objectness (comparison in docs/results_weak.md).
 - Descriptors are computed once, without test-time flips, in float32; statistics in float64 (deterministic).
 - Resuming: each group's mean / component is kept in `dst/_ddt/<group>.npz` with the stems it was computed from;
   a resumed run with the same group reuses it and extracts features only for the images still pending.
@@ -35,7 +34,7 @@ from pipeline.config import CoarseConfig
 from pipeline.io import atomic_write_bytes, read_image
 from pipeline.stage import Record, pending
 
-from .features import head_features, image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
+from pipeline.coarse.features import head_features, image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
 
 
 def ddt_statistics(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@
 
 A pixel is confident foreground only when every method leans that way (the geometric mean is pulled down by any
 low vote), which suits coarse labels: a false foreground pixel costs more than an ignored one. Probabilities are
-floored at FLOOR before the logarithm so a single hard zero does not veto the others completely. ANCHORS.md
-(../shared/data) measures the DDT x saliency mean as the best simple coarse method on GrabCut and COCO-MVal.
+floored at FLOOR before the logarithm so a single hard zero does not veto the others completely. How the fusion
+compares with the single methods on real photos: docs/results_weak.md.
 """
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def _to_probability(score: np.ndarray) -> np.ndarray:
 def saliency_foreground(image: np.ndarray, segments: int = 200, seed: int = 0) -> np.ndarray:
     """Foreground probability float32 [H, W] of an RGB uint8 image from superpixel contrast to the border.
 
-    `segments` is the SLIC superpixel count (`coarse.saliency_segments`); `seed` only fixes tie-breaking, the
+    `segments` is the SLIC superpixel count; `seed` only fixes tie-breaking, the
     method itself is deterministic.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

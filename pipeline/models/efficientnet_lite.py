@@ -14,9 +14,8 @@ Choices and assumptions (checked against the weights, see tests/test_models.py):
 - Padding is TensorFlow "SAME" (asymmetric for stride 2: the extra pixel goes right/bottom), computed per input,
   as in the lukemelas implementation the weights were trained/converted with.
 - Input normalisation mean = std = 0.5 (the TF lite reference uses MEAN_RGB=127, STDDEV_RGB=128 on 0-255 RGB).
-  Measured at 224x224: chelsea -> class 285 (Egyptian cat) p=0.79, cat classes 281-285 sum 0.95; coffee -> 967
-  (espresso) p=0.88. ImageNet mean/std gives 0.80 / 0.86: both work, 0.5 is the reference and is kept.
-- TF "SAME" padding beats symmetric padding on the same images (chelsea 0.79 vs 0.70, coffee 0.88 vs 0.84).
+  ImageNet mean/std works too; 0.5 is the reference and is kept. Symmetric padding instead of "SAME" classifies
+  less confidently (checks on scikit-image photos: docs/results_full.md).
 - BatchNorm eps 1e-3 (TF default, the weights need it); momentum 0.1 (PyTorch's default rather than TF's 0.01,
   so running statistics follow the few hundred fine-tuning steps of a training round).
 - No drop-connect (stochastic depth) in the blocks: the model is used here for fine-tuning at small batch
@@ -35,7 +34,6 @@ from torch import nn
 LITE0_MEAN = (0.5, 0.5, 0.5)  # TF lite reference: (x*255 - 127) / 128 ~= (x - 0.5) / 0.5
 LITE0_STD = (0.5, 0.5, 0.5)
 LITE0_STAGE_CHANNELS = (24, 40, 112, 320)  # output channels at strides 4, 8, 16, 32
-LITE0_STRIDE2_CHANNELS = 16  # output channels of block 0, the last block at stride 2
 BN_EPS = 1e-3  # TensorFlow BatchNorm epsilon
 BN_MOMENTUM = 0.1  # PyTorch default (TF uses 0.01): running stats must adapt within short fine-tuning runs
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SegPairs, identity_lut, pair_by_stem, require_dir
-from .cityscapes import CLASSES
+from pipeline.data.datasets.base import SegPairs, identity_lut, pair_by_stem, require_dir
+from pipeline.data.datasets.cityscapes import CLASSES
 
 
 def bdd100k(root: str | Path, split: str, input_scale: float = 1.0) -> SegPairs:

@@ -19,10 +19,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, ModelConfig, build
-from .io import read_json
-from .models import build_model
-from .stage import network_classes
+from pipeline.config import Config, ConfigError, ModelConfig, build
+from pipeline.io import read_json
+from pipeline.models import build_model
+from pipeline.stage import network_classes, stage_done
 
 
 class RunError(ValueError):
@@ -54,7 +54,7 @@ def finished_rounds(run_dir: Path) -> list[int]:
     rounds = []
     for d in Path(run_dir).glob("round*"):
         m = re.fullmatch(r"round(\d+)", d.name)
-        if m and (d / "train" / "DONE").is_file():
+        if m and stage_done(d / "train"):
             rounds.append(int(m.group(1)))
     return sorted(rounds)
 
@@ -99,7 +99,7 @@ def load_run_model(run_dir: Path, round: int | None = None) -> tuple[nn.Module, 
                            f"rounds.count={cfg.rounds.count}): run `coarse2fine run` first")
         round = done[-1]
     train_dir = run_dir / f"round{round}" / "train"
-    if not (train_dir / "DONE").is_file():
+    if not stage_done(train_dir):
         state = "was not started" if not train_dir.is_dir() else "is incomplete (no DONE marker)"
         raise RunError(f"{train_dir}: round {round} training {state}")
     classes = network_classes(cfg, classes)

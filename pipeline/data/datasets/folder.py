@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DatasetError, SegPairs, identity_lut, pair_by_stem, require_dir
+from pipeline.data.datasets.base import DatasetError, SegPairs, identity_lut, pair_by_stem, require_dir
 
 
 def folder(root: str | Path, split: str, num_classes: int, images: str = "images", masks: str = "masks",

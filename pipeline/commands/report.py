@@ -4,12 +4,12 @@
     path = write_report(Path("runs/demo"), Path("runs/demo/compare"), full_metrics=None)   # weak run only
 
 `compare_runs` needs a finished weak run (`coarse2fine run`, which writes runs/<name>/scores.json). It then
-1. trains a FULLY SUPERVISED network on the same images with their ground-truth masks (pipeline.weak_data
+1. trains a FULLY SUPERVISED network on the same images with their ground-truth masks (pipeline.data.weak
    load_ground_truth), same `model:` and `train:` sections (`full_iterations` replaces train.iterations), seed
    run.seed, into runs/<name>/full_reference/ (model.pt, last.pt, log.csv, manifest.json, DONE). A killed training
    resumes from last.pt; a finished one is reused; a changed config (hash in manifest.json) retrains from scratch;
-2. evaluates the last round's weak network (pipeline.trained.load_run_model) and the full one on the same images
-   (pipeline.inference.evaluate, whole image, one scale, no flip, the run's class list), and writes
+2. evaluates the last round's weak network (pipeline.commands.trained.load_run_model) and the full one on the same images
+   (pipeline.learn.inference.evaluate, whole image, one scale, no flip, the run's class list), and writes
    runs/<name>/full_reference/metrics.json and runs/<name>/compare/weak_metrics.json;
 3. writes runs/<name>/compare/report.html with write_report.
 Both networks saw these images in training (the weak one with pseudo-labels), so the full score is the upper bound
@@ -35,20 +35,19 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from . import report_plots as plots
-from .config import Config
-from .demo_data import ensure_demo
-from .engine import resolve_device, train_model
-from .gallery import caption, write_gallery
-from .inference import evaluate
-from .io import atomic_write_bytes, load_mask, read_image, read_json, write_json
-from .models import build_model
-from .predict_images import colorize
-from .runner import model_keys, unless_default
-from .stage import Record
-from .trained import RunError, finished_rounds, load_checkpoint_model, load_run_model, read_run
-from .transforms import TrainTransform
-from .weak_data import DatasetError, WeakDataset, load_ground_truth, load_weak_dataset
+from pipeline.commands import report_plots as plots
+from pipeline.config import Config
+from pipeline.data.demo import ensure_demo
+from pipeline.learn.engine import resolve_device, train_model
+from pipeline.commands.gallery import caption, write_gallery
+from pipeline.learn.inference import evaluate
+from pipeline.io import atomic_write_bytes, load_mask, read_image, read_json, write_json
+from pipeline.models import build_model
+from pipeline.commands.predict_images import colorize
+from pipeline.stage import Record, stage_done
+from pipeline.commands.trained import RunError, finished_rounds, load_checkpoint_model, load_run_model, read_run
+from pipeline.data.transforms import TrainTransform
+from pipeline.data.weak import DatasetError, WeakDataset, load_ground_truth, load_weak_dataset
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -73,7 +72,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, out_dir: Path,
              count: int) -> list[str]:
-    """Write the best/worst gallery rows (pipeline.gallery); returns their HTML."""
+    """Write the best/worst gallery rows (pipeline.commands.gallery); returns their HTML."""
     per_image = final.get("per_image") or {}
     if count <= 0 or not any(v is not None for v in per_image.values()):
         return ["<p>No per-image scores in the final stage (no ground truth?): no gallery.</p>"]
@@ -187,15 +186,12 @@ def _scores(model: torch.nn.Module, records: list[Record], cfg: Config, classes:
 def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record], out_dir: Path,
                          device: torch.device) -> Path:
     """Train (or reuse / resume) the fully supervised network in out_dir; returns out_dir/model.pt."""
-    key = {"model": model_keys(cfg.model), "seed": cfg.run.seed,
-           "train": unless_default(dataclasses.asdict(cfg.train),
-                                           {"ema_decay": 0.0, "lovasz_weight": 0.0, "lovasz_stride": 4}),
-           "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records]}
+    key = {**cfg.keys_feeding("train"), "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
     manifest = out_dir / "manifest.json"
     if out_dir.exists() and (not manifest.is_file() or read_json(manifest).get("hash") != digest):
         shutil.rmtree(out_dir)  # made with other settings: its last.pt must not be resumed
-    if (out_dir / "DONE").is_file() and (out_dir / "model.pt").is_file():
+    if stage_done(out_dir, digest) and (out_dir / "model.pt").is_file():
         return out_dir / "model.pt"
     write_json(manifest, {"hash": digest, "config": key, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     torch.manual_seed(cfg.run.seed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SegPairs, identity_lut, pair_by_stem, require_dir
+from pipeline.data.datasets.base import SegPairs, identity_lut, pair_by_stem, require_dir
 
 CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
            "bicyclist")

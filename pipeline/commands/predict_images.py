@@ -1,6 +1,6 @@
 """Segment a folder of the user's own images with a trained network: palette masks and colour overlays.
 
-    model, classes, _ = load_run_model(Path("runs/demo"))                       # pipeline.trained
+    model, classes, _ = load_run_model(Path("runs/demo"))                       # pipeline.commands.trained
     summary = predict_folder(model, classes, Path("my_photos"), Path("my_photos_seg"), scales=(0.75, 1.0), flip=True)
     # -> {"images": 12, "written": 12, "seconds": 3.4}
 
@@ -12,7 +12,7 @@ and folders skipped; sorted by path) it writes
 where <stem> is the path below `images` without suffix, sub-folders joined by "__" (as the weak data set names its
 outputs; names with spaces are kept). Two inputs that map to one stem (`a/b.jpg` and `a__b.png`) raise ValueError.
 Images whose two outputs both exist are skipped (resume after a kill); each file is written atomically. An
-unreadable image raises pipeline.io.ImageError naming it. Prediction is pipeline.inference.predict_probs (softmax
+unreadable image raises pipeline.io.ImageError naming it. Prediction is pipeline.learn.inference.predict_probs (softmax
 averaged over `scales` and, with `flip`, horizontal flips; `window` > 0 slides square windows over large images).
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .inference import predict_probs
-from .io import palette, read_image, save_image, save_mask
+from pipeline.learn.inference import predict_probs
+from pipeline.io import palette, read_image, save_image, save_mask
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # as pipeline.weak_data
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # as pipeline.data.weak
 OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay
 OVERLAY_QUALITY = 90  # JPEG quality of the overlays
 

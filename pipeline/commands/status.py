@@ -17,8 +17,9 @@ import csv
 import re
 from pathlib import Path
 
-from .io import read_json
-from .trained import RunError, read_run
+from pipeline.io import read_json
+from pipeline.stage import stage_done
+from pipeline.commands.trained import RunError, read_run
 
 SCORE_KEYS = ("fg_jaccard", "miou", "pixel_acc", "scored")
 
@@ -63,7 +64,7 @@ def run_status(run_dir: Path) -> dict:
     for name in _planned(run_dir, cfg.rounds.count):
         d = run_dir / name
         is_train = name.endswith("/train")
-        state = "done" if (d / "DONE").is_file() else "partial" if d.is_dir() else "missing"
+        state = "done" if stage_done(d) else "partial" if d.is_dir() else "missing"
         row: dict = {"name": name, "state": state}
         if is_train:
             row.update(unit="iterations", expected=cfg.train.iterations,
@@ -94,11 +95,11 @@ def format_status(status: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m pipeline.status runs/demo
+if __name__ == "__main__":  # python -m pipeline.commands.status runs/demo
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m pipeline.status RUN_DIR")
+        sys.exit("usage: python -m pipeline.commands.status RUN_DIR")
     try:
         print(format_status(run_status(Path(sys.argv[1]))))
     except RunError as err:

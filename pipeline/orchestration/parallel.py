@@ -12,7 +12,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from .config import RayConfig
+from pipeline.config import RayConfig
+
+TASK_RETRIES = 3  # re-runs of a task whose worker died (a node lost, out of memory)
 
 
 @contextmanager
@@ -32,7 +34,7 @@ def ray_session(cfg: RayConfig) -> Iterator[bool]:
         yield True
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
-    common = dict(log_to_driver=cfg.log_to_driver, logging_level="ERROR", configure_logging=True)
+    common = dict(log_to_driver=False, logging_level="ERROR", configure_logging=True)
     if address:
         ray.init(address=address, **common)
     else:
@@ -81,7 +83,7 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     """Run `fn(item)` for every item; results in item order.
 
     With Ray, at most `cfg.max_in_flight` tasks (default 2 x cluster CPUs) are submitted at once, each declaring
-    `num_cpus` and `memory_mb` (default `cfg.task_memory_mb`), retried `cfg.max_retries` times if its worker dies.
+    `num_cpus` and `memory_mb` (default `cfg.task_memory_mb`), retried TASK_RETRIES times if its worker dies.
     An exception raised by `fn` is re-raised here (Ray's error type subclasses the original).
     """
     items = list(items)
@@ -100,7 +102,7 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
     limit = cfg.max_in_flight or max(2, 2 * cluster_cpus)
     memory = (memory_mb if memory_mb is not None else cfg.task_memory_mb) * 2**20
-    options: dict[str, Any] = dict(num_cpus=num_cpus, max_retries=cfg.max_retries)
+    options: dict[str, Any] = dict(num_cpus=num_cpus, max_retries=TASK_RETRIES)
     if memory:
         options["memory"] = memory
     remote_fn = ray.remote(fn).options(**options)
@@ -139,7 +141,7 @@ def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,
         options: dict[str, Any] = dict(num_gpus=1, num_cpus=1)
     else:
         options = dict(num_cpus=max([1] + [int(r.get("CPU", 0)) for r in nodes]))
-    ref = ray.remote(fn).options(max_retries=cfg.max_retries, **options).remote(*args)
+    ref = ray.remote(fn).options(max_retries=TASK_RETRIES, **options).remote(*args)
     start = time.time()
     while not ray.wait([ref], timeout=2.0)[0]:
         if progress is not None:

@@ -1,6 +1,6 @@
 """The embedded demo data set: generated from a seed on first use, no downloads.
 
-    from pipeline.demo_data import ensure_demo; ensure_demo(cfg.data)   # writes data/demo/ once
+    from pipeline.data.demo import ensure_demo; ensure_demo(cfg.data)   # writes data/demo/ once
 
 Each image (160-256 px a side) is a crop of a real scikit-image texture (brick, grass, gravel, moon, ...) tinted with
 a random colour, with one object pasted on it. Three object classes differ in shape and texture:
@@ -23,12 +23,13 @@ from skimage import data as skdata
 from skimage.draw import ellipse, polygon
 from skimage.transform import resize, rotate
 
-from .config import DataConfig
-from .io import save_image, save_mask
+from pipeline.config import DataConfig
+from pipeline.io import save_image, save_mask
 
 CLASSES = ("background", "disc", "triangle", "cross")
 TEXTURES = ("brick", "grass", "gravel", "moon", "camera", "coins")  # bundled with scikit-image (no download)
 SECOND_OBJECT_RATE = 0.2  # share of images holding an unlabelled object of another class
+DEMO_SEED = 0  # the generator's seed: every machine makes the same demo pixels
 
 
 def ensure_demo(cfg: DataConfig) -> Path:
@@ -38,8 +39,8 @@ def ensure_demo(cfg: DataConfig) -> Path:
         return root
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    generate(tmp, cfg.demo_images, cfg.demo_seed)
-    (tmp / ".complete").write_text(f"seed={cfg.demo_seed} images={cfg.demo_images}\n")
+    generate(tmp, cfg.demo_images, DEMO_SEED)
+    (tmp / ".complete").write_text(f"seed={DEMO_SEED} images={cfg.demo_images}\n")
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     return root

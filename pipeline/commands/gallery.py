@@ -5,7 +5,7 @@
     # -> [("best", 1, "a", "gallery_best_1.png"), ..., ("worst", 1, "b", "gallery_worst_1.png")]
 
 Used by the evaluation command (`coarse2fine evaluate --gallery N`: image | ground truth | prediction | overlay)
-and by the weak-vs-full report (pipeline.report: image | ground truth | coarse | CRF | final). Images without a
+and by the weak-vs-full report (pipeline.commands.report: image | ground truth | coarse | CRF | final). Images without a
 score (None: no ground truth) are never shown; an image is never both among the best and the worst, so with fewer
 than 2 x count scored images the worst list is shorter.
 """
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .report_plots import plot_panels
+from pipeline.commands.report_plots import plot_panels
 
 Panels = Sequence[tuple[str, "np.ndarray | None"]]  # (title, RGB uint8 [H, W, 3] or None = not available)
 

@@ -1,6 +1,10 @@
 """The weak-supervision run: coarse -> crf -> [train -> predict -> crf] x rounds, every stage scored.
 
-    scores = run_pipeline(load_config("configs/demo.yaml"))      # CLI: coarse2fine run --config configs/demo.yaml
+    from stages import WEAK_STAGES
+    scores = run_pipeline(load_config("configs/demo.yaml"), WEAK_STAGES)   # CLI: coarse2fine run --config ...
+
+The runner knows the order of the stages, not their code: the caller hands it the stage functions (`StageFunctions`;
+`stages.WEAK_STAGES` holds the package's own), so the library never imports `stages/`.
 
 Run directory `<run.root>/<run.name>/`:
     run.json                      resolved config, class list, image count, skipped inputs
@@ -9,12 +13,12 @@ Run directory `<run.root>/<run.name>/`:
     round<k>/predict/  round<k>/crf/
     scores.json                   one row per scored stage (the table printed at the end)
 
-Each stage's `manifest.json` records a hash chained from its inputs: the hash of the upstream stage plus the config
-keys the stage reads (`STAGE_KEYS`). A stage is skipped when its DONE marker exists and its hash matches; a folder
-with a different hash (changed config upstream or here) is deleted and recomputed, and so is everything after it,
-because their hashes change too. DONE is written last, after the stage returned, so a killed run never counts a
-half-written stage as finished; inside a stage, images whose `.png` exists are not redone (per-image resume).
-`start_from` deletes the named stage and everything after it first (`--from crf`, `--from round2`, ...).
+Each stage's `manifest.json` records a hash chained from its inputs: the hash of the upstream stage plus every
+config value the stage depends on, read from the config fields' metadata (`Config.keys_feeding`). A stage is skipped
+when its DONE marker holds the same hash (`pipeline.stage.stage_done`); a folder with a different hash is deleted and
+recomputed, and so is everything after it, because their hashes change too. DONE is written last, after the stage
+returned, so a killed run never counts a half-written stage as finished; inside a stage, images whose `.png` exists
+are not redone (per-image resume). `start_from` deletes the named stage and everything after it first.
 
 Rounds stop early when the share of pixels whose pseudo-label changed from the previous round falls below
 `rounds.min_change` (the change is recorded in scores.json, so a rerun stops at the same round).
@@ -29,60 +33,33 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import Callable
 
-from stages import coarse, crf, evaluate, predict, train
+from pipeline.config import Config, ConfigError
+from pipeline.data.demo import ensure_demo
+from pipeline.data.weak import load_weak_dataset
+from pipeline.io import atomic_write_bytes, load_mask, read_json, write_json
+from pipeline.orchestration.parallel import ray_session
+from pipeline.stage import StageContext, stage_done, training_labels
 
-from .config import Config, ConfigError, ModelConfig
-from .demo_data import ensure_demo
-from .io import atomic_write_bytes, load_mask, read_json, write_json
-from .parallel import ray_session
-from .stage import StageContext, training_labels
-from .weak_data import load_weak_dataset
-
-SCORING_KEYS = ("masks", "gt_foreground_value", "gt_ignore_values")  # data keys that change scores, not outputs
+StageFn = Callable[[StageContext, "Path | None", Path], dict]
 
 
-def _data_keys(cfg: Config) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in SCORING_KEYS}
+@dataclass(frozen=True)
+class StageFunctions:
+    """What a weak run calls: each stage's `run(ctx, src, dst) -> summary`, and `evaluate(ctx, src, dst) -> scores`."""
 
-
-def unless_default(keys: dict, defaults: dict) -> dict:
-    """`keys` without the options in `defaults` that are at their default value: options added after runs were
-    made enter the hash only when set, so those runs keep their hashes."""
-    return {k: v for k, v in keys.items() if not (k in defaults and v == defaults[k])}
-
-
-def model_keys(model: ModelConfig) -> dict:
-    """The network's config as hashed by training stages (and the report's full reference)."""
-    return unless_default(dataclasses.asdict(model), {"upsample": "bilinear", "stride2": False})
-
-
-STAGE_KEYS = {  # what each kind of stage's output depends on, besides its input stage
-    "coarse": lambda c: {"data": _data_keys(c), "coarse": dataclasses.asdict(c.coarse), "seed": c.run.seed},
-    "crf": lambda c: {"crf": dataclasses.asdict(c.crf)},  # c: the step's config (Config.crf_for_round applied)
-    "train": lambda c: {"model": model_keys(c.model),
-                        "train": unless_default(dataclasses.asdict(c.train),
-                                                {"amp_cpu": False, "channels_last_cpu": False,
-                                                 "class_weights": (), "ema_decay": 0.0,
-                                                 "lovasz_weight": 0.0, "lovasz_stride": 4}),
-                        "warm_start": c.rounds.warm_start, "seed": c.run.seed,
-                        **unless_default({"foreground_network": c.rounds.foreground_network,
-                                          "lr_decay": c.rounds.lr_decay},
-                                         {"foreground_network": False, "lr_decay": 1.0})},
-    "predict": lambda c: {**{k: getattr(c.rounds, k) for k in
-                             ("scales", "flip", "blend", "confidence", "other_classes", "other_classes_from_round")},
-                          **unless_default({"reset_iou": c.rounds.reset_iou, "reset_to": c.rounds.reset_to,
-                                            "ensemble": c.rounds.ensemble},
-                                           {"reset_iou": 0.0, "reset_to": "coarse", "ensemble": False})},
-}
+    coarse: StageFn
+    crf: StageFn
+    train: StageFn
+    predict: StageFn
+    evaluate: StageFn
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # folder below the run directory, also the stage's name in tables: "crf", "round2/predict"
-    stage: ModuleType  # the module in stages/ whose run() computes it
-    kind: str  # key of STAGE_KEYS
+    kind: str  # coarse, crf, train or predict: the StageFunctions field that computes it
     src: str | None  # folder of the input stage
     round: int  # 0 before the rounds
     scored: bool  # produces per-image soft maps to score
@@ -90,37 +67,28 @@ class Step:
 
 def plan(cfg: Config) -> list[Step]:
     """Every step of the run in order."""
-    steps = [Step("coarse", coarse, "coarse", None, 0, True), Step("crf", crf, "crf", "coarse", 0, True)]
+    steps = [Step("coarse", "coarse", None, 0, True), Step("crf", "crf", "coarse", 0, True)]
     for k in range(1, cfg.rounds.count + 1):
         r = f"round{k}"
-        steps += [Step(f"{r}/train", train, "train", training_labels(k), k, False),
-                  Step(f"{r}/predict", predict, "predict", f"{r}/train", k, True),
-                  Step(f"{r}/crf", crf, "crf", f"{r}/predict", k, True)]
+        steps += [Step(f"{r}/train", "train", training_labels(k), k, False),
+                  Step(f"{r}/predict", "predict", f"{r}/train", k, True),
+                  Step(f"{r}/crf", "crf", f"{r}/predict", k, True)]
     return steps
 
 
 def step_config(cfg: Config, step: Step) -> Config:
-    """The config `step` runs with: `cfg` with `crf` set to the settings of the step's round (Config.crf_for_round),
-    so a round's CRF stage (and its hash) sees `rounds.crf_bilateral_*`, and the first CRF stage does not."""
+    """The config `step` runs with: `crf` replaced by the CRF of the step's round (Config.crf_for_round)."""
     crf_cfg = cfg.crf_for_round(step.round)
     return cfg if crf_cfg == cfg.crf else dataclasses.replace(cfg, crf=crf_cfg)
 
 
 def stage_keys(cfg: Config, step: Step) -> dict:
-    """The config keys `step` depends on. Round 1 trains from the pretrained backbone at `train.lr` whatever
-    `rounds.warm_start` and `rounds.lr_decay` say, and predicts without an earlier round to average with whatever
-    `rounds.ensemble` says, so its hashes leave them out: switching one keeps round 1 and redoes rounds 2+."""
-    keys = STAGE_KEYS[step.kind](step_config(cfg, step))
-    if step.kind == "train" and step.round <= 1:
-        keys["warm_start"] = True
-        keys.pop("lr_decay", None)  # round 1 trains at train.lr whatever the decay
-    if step.kind == "predict" and step.round <= 1:
-        keys.pop("ensemble", None)  # round 1 has no earlier round to average with
-    return keys
+    """The config values `step`'s output depends on (see Config.keys_feeding)."""
+    return step_config(cfg, step).keys_feeding(step.kind, step.round)
 
 
 def step_hashes(cfg: Config, steps: list[Step]) -> dict[str, str]:
-    """Hash of every step: its kind, its config keys and its input's hash."""
+    """Hash of every step: its name, its config keys and its input's hash."""
     hashes: dict[str, str] = {}
     for s in steps:
         blob = json.dumps({"step": s.name, "keys": stage_keys(cfg, s), "input": hashes.get(s.src or "")},
@@ -150,19 +118,12 @@ def _remove(path: Path) -> None:
         shutil.rmtree(trash)
 
 
-def is_done(run_dir: Path, step: Step, digest: str) -> bool:
-    """The step's DONE marker exists and it was made with the same hash."""
-    dst = run_dir / step.name
-    return (dst / "DONE").is_file() and (dst / "manifest.json").is_file() and \
-        read_json(dst / "manifest.json").get("hash") == digest
-
-
-def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
+def run_step(step: Step, run: StageFn, ctx: StageContext, digest: str) -> tuple[dict, bool]:
     """Run one step unless it is done with the same hash; returns (its summary, whether it was already done)."""
     dst = ctx.run_dir / step.name
     manifest_path = dst / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
-    if is_done(ctx.run_dir, step, digest):
+    if stage_done(dst, digest):
         return manifest.get("summary", {}), True
     if dst.exists() and manifest.get("hash") != digest:
         _remove(dst)  # made with other inputs or settings (or never started properly)
@@ -172,28 +133,32 @@ def run_step(step: Step, ctx: StageContext, digest: str) -> tuple[dict, bool]:
     write_json(manifest_path, manifest)
     print(f"[{step.name}] running", file=sys.stderr, flush=True)
     src = ctx.run_dir / step.src if step.src else None
-    summary = step.stage.run(dataclasses.replace(ctx, cfg=step_config(ctx.cfg, step), round=step.round), src, dst)
+    summary = run(dataclasses.replace(ctx, cfg=step_config(ctx.cfg, step), round=step.round), src, dst)
     write_json(manifest_path, {**manifest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary})
     atomic_write_bytes(dst / "DONE", f"{digest}\n".encode())  # last: the stage is complete
     return summary, False
 
 
 def _score_key(cfg: Config, digest: str) -> str:
-    return hashlib.sha256(json.dumps([digest, [getattr(cfg.data, k) for k in SCORING_KEYS]],
+    """What a stage's scores depend on: its outputs (digest) and the ground-truth keys."""
+    return hashlib.sha256(json.dumps([digest, cfg.keys_feeding("score")], sort_keys=True,
                                      default=list).encode()).hexdigest()[:16]
 
 
-def score_step(step: Step, ctx: StageContext, digest: str) -> dict:
+def scores_current(stage_dir: Path, cfg: Config, digest: str) -> bool:
+    """The stage's scores.json was made for these outputs and ground-truth keys."""
+    path = stage_dir / "scores.json"
+    return path.is_file() and read_json(path).get("key") == _score_key(cfg, digest)
+
+
+def score_step(step: Step, evaluate: StageFn, ctx: StageContext, digest: str) -> dict:
     """The step's scores, reused from its scores.json when made for the same outputs and scoring keys."""
     dst = ctx.run_dir / step.name
-    key = _score_key(ctx.cfg, digest)
     path = dst / "scores.json"
-    if path.is_file():
-        cached = read_json(path)
-        if cached.get("key") == key:
-            return cached
-    scores = evaluate.run(ctx, dst, dst)
-    scores["key"] = key
+    if scores_current(dst, ctx.cfg, digest):
+        return read_json(path)
+    scores = evaluate(ctx, dst, dst)
+    scores["key"] = _score_key(ctx.cfg, digest)
     write_json(path, scores)
     return scores
 
@@ -220,8 +185,8 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(cfg: Config, *, start_from: str | None = None) -> dict:
-    """Run (or resume) every step of `cfg`'s weak-supervision run; returns the scores.json content."""
+def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None = None) -> dict:
+    """Run (or resume) every step of `cfg`'s weak-supervision run with `stages`; returns the scores.json content."""
     if not cfg.run.name or any(c in cfg.run.name for c in "/\\") or cfg.run.name.startswith("."):
         raise ConfigError(f"config key 'run.name': {cfg.run.name!r} must be a plain folder name")
     if cfg.data.kind == "demo":
@@ -239,19 +204,18 @@ def run_pipeline(cfg: Config, *, start_from: str | None = None) -> dict:
     ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
     stems = [r.stem for r in dataset.records]
     previous_labels = "crf"
-    finished = all(is_done(run_dir, s, hashes[s.name]) and (not s.scored or (
-        (run_dir / s.name / "scores.json").is_file() and
-        read_json(run_dir / s.name / "scores.json").get("key") == _score_key(cfg, hashes[s.name]))) for s in steps)
+    finished = all(stage_done(run_dir / s.name, hashes[s.name]) and
+                   (not s.scored or scores_current(run_dir / s.name, cfg, hashes[s.name])) for s in steps)
     ray_cfg = dataclasses.replace(cfg.ray, enabled=cfg.ray.enabled and not finished)  # nothing to do: no cluster
     with ray_session(ray_cfg):
         for step in steps:
-            summary, cached = run_step(step, ctx, hashes[step.name])
+            summary, cached = run_step(step, getattr(stages, step.kind), ctx, hashes[step.name])
             if step.kind == "train":
                 print(f"[{step.name}] {'done earlier' if cached else 'done'} in {summary.get('seconds', 0):.1f}s",
                       file=sys.stderr)
             if not step.scored:
                 continue
-            scores = score_step(step, dataclasses.replace(ctx, round=step.round), hashes[step.name])
+            scores = score_step(step, stages.evaluate, dataclasses.replace(ctx, round=step.round), hashes[step.name])
             row = {"name": step.name, "dir": step.name, "round": step.round, "seconds": summary.get("seconds", 0.0),
                    **{k: scores[k] for k in ("images", "scored", "fg_jaccard", "miou", "pixel_acc",
                                              "per_class_iou", "per_image")}}

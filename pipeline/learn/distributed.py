@@ -3,7 +3,7 @@
     path = train_distributed(make_model, make_dataset, cfg.train, out_dir, seed=0, num_workers=2, use_gpu=False)
 
 Every worker builds its own model and data set from the two (picklable) factories, so nothing large travels through
-Ray. `pipeline.engine.train_model` does the rest with rank/world_size: the global sample stream (see its docstring)
+Ray. `pipeline.learn.engine.train_model` does the rest with rank/world_size: the global sample stream (see its docstring)
 is split round-robin, worker r reading samples r, r + W, r + 2W, ..., so one step of W workers with batch B sees the
 same images as one worker with batch W x B; gradients are averaged by DistributedDataParallel. Rank 0 writes
 `out_dir` (last.pt, log.csv, model.pt); `out_dir` must be on storage all workers see (a local folder on one machine).
@@ -19,19 +19,19 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .config import TrainConfig
+from pipeline.config import TrainConfig
 
 
 def _worker_loop(config: dict) -> None:
     import ray.train
     import torch
 
-    from .engine import train_model
+    from pipeline.learn.engine import train_model
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if config["threads_per_worker"] > 0:
-        torch.set_num_threads(config["threads_per_worker"])
+    if not config["use_gpu"]:
+        torch.set_num_threads(1)  # one CPU per worker (ScalingConfig below)
     device = "cpu"
     if config["use_gpu"]:
         device = f"cuda:{ctx.get_local_rank()}"
@@ -41,18 +41,17 @@ def _worker_loop(config: dict) -> None:
     dataset = config["make_dataset"]()
     val_fn = config["make_val_fn"]() if (config["make_val_fn"] is not None and rank == 0) else None
     train_model(model, dataset, config["cfg"], Path(config["out_dir"]), seed=config["seed"], resume=config["resume"],
-                device=device, val_fn=val_fn, best_metric=config["best_metric"], rank=rank, world_size=world)
+                device=device, val_fn=val_fn, rank=rank, world_size=world)
     ray.train.report({"done": 1})
 
 
 def train_distributed(make_model: Callable[[], nn.Module], make_dataset: Callable[[], Any], cfg: TrainConfig,
                       out_dir: Path, *, seed: int, num_workers: int, use_gpu: bool = False, resume: bool = True,
-                      make_val_fn: Callable[[], Callable[[nn.Module], dict]] | None = None,
-                      best_metric: str = "miou") -> Path:
+                      make_val_fn: Callable[[], Callable[[nn.Module], dict]] | None = None) -> Path:
     """Train with `num_workers` Ray Train workers; returns out_dir/model.pt (written by rank 0).
 
-    Requires a running Ray cluster (pipeline.parallel.ray_session or the test fixture). `cfg.batch_size` is per
-    worker; `cfg.threads` (0 = 1 thread per CPU worker) sets torch threads in each worker.
+    Requires a running Ray cluster (pipeline.orchestration.parallel.ray_session or the test fixture). `cfg.batch_size` is per
+    worker; each CPU worker runs torch with one thread.
     """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from ray.train import RunConfig, ScalingConfig
@@ -61,8 +60,7 @@ def train_distributed(make_model: Callable[[], nn.Module], make_dataset: Callabl
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     loop_config = dict(make_model=make_model, make_dataset=make_dataset, make_val_fn=make_val_fn, cfg=cfg,
-                       out_dir=str(out_dir), seed=seed, resume=resume, use_gpu=use_gpu, best_metric=best_metric,
-                       threads_per_worker=cfg.threads or (0 if use_gpu else 1))
+                       out_dir=str(out_dir), seed=seed, resume=resume, use_gpu=use_gpu)
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=loop_config,

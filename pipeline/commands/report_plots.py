@@ -1,4 +1,4 @@
-"""The PNG figures of the weak-vs-full report (pipeline.report), drawn with matplotlib's Agg canvas.
+"""The PNG figures of the weak-vs-full report (pipeline.commands.report), drawn with matplotlib's Agg canvas.
 
     plot_stages(rows, Path("out/stages.png"))                       # rows: scores.json "stages"
     plot_per_class(classes, weak_iou, full_iou, Path("out/per_class.png"))
@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .io import atomic_write_bytes
+from pipeline.io import atomic_write_bytes
 
 DPI = 100  # figure resolution (px per inch)
 WEAK_COLOUR, FULL_COLOUR = "#1f77b4", "#ff7f0e"  # matplotlib's first two default colours

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import confusion_matrix, scores_from_confusion
-from .transforms import normalize
+from pipeline.metrics import confusion_matrix, scores_from_confusion
+from pipeline.data.transforms import normalize
 
 
 def _window_starts(size: int, window: int, stride: int) -> list[int]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import IGNORE
-from .base import SegPairs, identity_lut, pair_by_stem, require_dir
+from pipeline.io import IGNORE
+from pipeline.data.datasets.base import SegPairs, identity_lut, pair_by_stem, require_dir
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
            "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")

@@ -2,7 +2,7 @@
 
     pairs = SegPairs(files, lut, class_names, input_scale=0.5)
     image, mask = pairs.load(0)            # uint8 [H, W, 3], uint8 [H, W] of train ids, 255 = ignore
-    x, y = pairs.with_transform(t).get(0, rng)   # what pipeline.engine.train_model consumes
+    x, y = pairs.with_transform(t).get(0, rng)   # what pipeline.learn.engine.train_model consumes
 
 Each data set module only lists its (image, mask) files and the lookup table from the stored mask values to train
 ids (`lut[value] = train id or 255`). Missing folders, empty splits and images without masks raise `DatasetError`
@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ..io import IGNORE, load_mask, read_image
+from pipeline.io import IGNORE, load_mask, read_image
 
 
 class DatasetError(ValueError):

@@ -1,29 +1,27 @@
 """Export a trained network to TorchScript (`model.ts`) and ONNX (`model.onnx`), each checked against PyTorch.
 
-    model, classes, cfg = load_run_model(Path("runs/demo"))                      # pipeline.trained
+    model, classes, cfg = load_run_model(Path("runs/demo"))                      # pipeline.commands.trained
     diffs = export_model(model, Path("runs/demo/export"), height=512, width=512)  # raises ExportError on mismatch
 
 Both files take one normalised image batch `image` float32 [1, 3, height, width] ((pixel / 255 - mean) / std with
 the model's `model.mean` / `model.std`) and return `logits` float32 [1, classes, height, width] (the "out" head only;
 the auxiliary head is a training-time output).
 
-Fixed input size (measured, torch 2.14): dynamic H/W axes do not export for this network, and the reason is not the
+Fixed input size (as of torch 2.14): dynamic H/W axes do not export for this network, and the reason is not the
 SRM's grid_sample (ONNX GridSample, opset >= 16, exports and matches) but two size-dependent steps:
 - the EfficientNet-Lite backbone computes TensorFlow "SAME" padding from the input size in Python (math.ceil, `if`);
 - the CRM pools every stage onto the stride-32 grid with adaptive_avg_pool2d, whose output size must be constant.
 The legacy TorchScript exporter (`dynamo=False`) rejects the adaptive pooling even at a fixed size; the
-torch.export-based exporter (`dynamo=True`, needs the `onnxscript` package) exports a fixed size in ~15 s but did not
-finish within 400 s with symbolic H/W, not even restricted to multiples of 32. So both files are specialised to
-(height, width); export once per deployment size. The TorchScript trace likewise bakes the padding in.
+torch.export-based exporter (`dynamo=True`, needs the `onnxscript` package) exports a fixed size but not symbolic
+H/W, not even restricted to multiples of 32. So both files are specialised to (height, width); export once per
+deployment size. The TorchScript trace likewise bakes the padding in.
 
 Opset: the torch.export-based exporter writes opset 18 and cannot down-convert its Pad nodes (asking for 17 logs
 "No Adapter To Version 17 for Pad" and still writes 18), so `opset` must be >= 18; GridSample alone needs >= 16.
 
 Check: a seeded random input (not the one used for tracing) is run through PyTorch, `torch.jit.load(model.ts)` and
 onnxruntime (CPU); the maximum absolute difference must be <= 1e-4 x max |PyTorch logit|, otherwise `ExportError`
-names the file and the difference. Measured (64 x 96 input, width 16): ImageNet lite0 backbone, random decoder:
-ONNX 1e-6 relative, TorchScript 0; pretrained none: ONNX 3e-7 relative. (A random network whose BatchNorm statistics
-were re-estimated from one batch amplifies rounding to 1e-5 .. 7e-5 relative: still within, but closer.)
+names the file and the difference (the differences seen in practice: docs/results_full.md).
 Files are written to a temporary name and renamed (atomic).
 """
 from __future__ import annotations
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_write_bytes
+from pipeline.io import atomic_write_bytes
 
 TOLERANCE = 1e-4  # allowed max |difference| relative to the logit scale max |PyTorch logit|
 MIN_SCALE = 1e-6  # logit scale floor, so that an all-zero output still gets a (tiny) tolerance

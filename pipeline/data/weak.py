@@ -24,9 +24,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .config import DataConfig
-from .io import IGNORE, ImageError, image_size, load_mask, read_image
-from .stage import Record
+from pipeline.config import DataConfig
+from pipeline.io import IGNORE, ImageError, image_size, load_mask, read_image
+from pipeline.stage import Record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -143,8 +143,8 @@ def load_ground_truth(record: Record, cfg: DataConfig, num_classes: int | None =
 class PseudoLabelDataset(torch.utils.data.Dataset):
     """(image, pseudo-label) pairs for training: images from the records, masks `<mask_dir>/<stem>.png`.
 
-    `transform(image, mask, rng)` moves both together (pipeline.transforms.TrainTransform); the engine passes an RNG derived from
-    (seed, sample counter) to `get`, so augmentation is reproducible (see pipeline.engine).
+    `transform(image, mask, rng)` moves both together (pipeline.data.transforms.TrainTransform); the engine passes an RNG derived from
+    (seed, sample counter) to `get`, so augmentation is reproducible (see pipeline.learn.engine).
     """
 
     def __init__(self, records: tuple[Record, ...] | list[Record], mask_dir: Path, transform, max_pixels: int,

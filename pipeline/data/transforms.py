@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .io import IGNORE
+from pipeline.io import IGNORE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ImageNet statistics, [0, 1] units
 IMAGENET_STD = (0.229, 0.224, 0.225)

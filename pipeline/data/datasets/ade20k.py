@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import IGNORE
-from .base import SegPairs, pair_by_stem, require_dir
+from pipeline.io import IGNORE
+from pipeline.data.datasets.base import SegPairs, pair_by_stem, require_dir
 
 NUM_CLASSES = 150
 
