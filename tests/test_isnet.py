@@ -105,9 +105,13 @@ def test_loader_rejects_other_graphs(tmp_path):
         load_isnet_onnx(tmp_path / "one_conv.onnx")
 
 
-def test_predict_rejects_non_rgb_uint8():
+def test_predict_inputs():
+    model = ISNet().eval()  # random weights: only shapes and input handling are checked here
     with pytest.raises(ValueError, match="RGB uint8 array"):
-        predict_saliency(ISNet(), np.zeros((8, 8), np.uint8))
+        predict_saliency(model, np.zeros((8, 8), np.uint8))
+    flipped = np.zeros((40, 30, 3), np.uint8)[:, ::-1]  # negative strides, which torch.from_numpy refuses
+    maps = predict_saliency_batch(model, [flipped, np.zeros((20, 50, 3), np.uint8)], size=64, batch_size=2)
+    assert [m.shape for m in maps] == [(40, 30), (20, 50)]
 
 
 # ---------------------------------------------------------------- the fetcher, on fake tarballs
