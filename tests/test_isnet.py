@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import weights
+from pipeline.models import weights
 from pipeline.models.isnet import ISNet, load_isnet_onnx, predict_saliency, predict_saliency_batch
-from pipeline.weights import WeightsError, WeightsMissingError, fetch_isnet, isnet_path, join_chunks
+from pipeline.models.weights import WeightsError, WeightsMissingError, fetch_isnet, isnet_path, join_chunks
 
 ORT_TOLERANCE = 1e-2  # max abs difference of the foreground maps (the ONNX graph computes in fp16)
 

@@ -1,12 +1,25 @@
 """Deep Descriptor Transforming (Wei et al. 2017, "Deep Descriptor Transforming for Image Co-Localization").
 
-    mean, pc = ddt_statistics(descriptors)                  # [N, C] -> mean [C], first principal component [C]
     for record, prob in ddt_maps(records, dst, cfg.coarse, max_pixels, seed): ...   # pending records only
+
+    # the same work split for a sharded executor (each call may run on another worker):
+    sums = accumulate(shard_a, side, max_pixels).merge(accumulate(shard_b, side, max_pixels))
+    mean, pc = sums.statistics()
+    for record, prob in project_images(pending_records, mean, pc, side, max_pixels): ...
 
 All images sharing a label are one group (class-agnostic data: all images, `coarse.ddt_groups: image`: each image
 alone). The group's stride-32 descriptors of a frozen ImageNet EfficientNet-Lite0 (the 1280-channel classifier head
-map before pooling, image long side `coarse.image_side`) are pooled; their mean and first principal component define a projection, and cells whose
-projection is positive are the object the images have in common.
+map before pooling, image long side `coarse.image_side`) are pooled; their mean and first principal component define
+a projection, and cells whose projection is positive are the object the images have in common.
+
+Memory is O(C^2) per group, whatever the group's size: pass 1 extracts features image by image and adds them to
+running sums (`DDTSums`: count, sum of descriptors, sum of their outer products, and the same for border cells);
+mean, covariance and the component's orientation all follow from those sums. Pass 2 extracts each pending image's
+features again and projects them. Re-extracting costs a second CNN forward per pending image, but caching the
+features on disk instead would write 1280 x h/32 x w/32 floats per image (GBs for a large class), need clean-up and
+crash safety of its own, and tie pass 2 to the worker that ran pass 1. Sums of shards merge exactly (up to float
+addition order), so pass 1 can be split across workers. `ddt_statistics` / `orient_component` are the batch
+reference (all descriptors in memory), kept for tests and small inputs.
 
 Choices the paper leaves open (documented assumptions):
 - Sign of the principal component: an eigenvector's sign is arbitrary. It is oriented so that the mean projection
@@ -16,25 +29,39 @@ Choices the paper leaves open (documented assumptions):
   (DDT's decision point) -> 0.5, the image's largest projection -> 1 and its smallest -> 0.
 - Descriptors: the head map, not the last block's 320 channels: the 320-channel component over a varied group
   follows scene layout rather than objectness (comparison in docs/results_weak.md).
-- Descriptors are computed once, without test-time flips, in float32; statistics in float64 (deterministic).
+- Descriptors are computed without test-time flips, in float32; statistics in float64 (deterministic). Pass 1 batches
+  consecutive images of the same input size; pass 2 runs one image at a time, so an image's map never depends on
+  which other images happen to be pending (a resumed run reproduces it bit for bit).
 - Resuming: each group's mean / component is kept in `dst/_ddt/<group>.npz` with the stems it was computed from;
-  a resumed run with the same group reuses it and extracts features only for the images still pending.
+  a resumed run with the same group reuses it and does only pass 2, for the images still pending.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from pipeline.config import CoarseConfig
 from pipeline.io import atomic_write_bytes, read_image
+from pipeline.models.efficientnet_lite import EfficientNetLite0
 from pipeline.stage import Record, pending
 
-from pipeline.coarse.features import head_features, image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
+from pipeline.coarse.features import (head_features, image_to_tensor, load_backbone, pick_device,
+                                      piecewise_probability, upsample_to)
+
+Features = Iterator[tuple[Record, np.ndarray, tuple[int, int]]]  # (record, head map [C, h, w], image (H, W))
+
+
+def _border_cells(feature_map: np.ndarray) -> np.ndarray:
+    """[C, 2w + 2h] border cells of a [C, h, w] map: top row, bottom row, left column, right column (corners twice)."""
+    f = feature_map
+    return np.concatenate([f[:, 0, :], f[:, -1, :], f[:, :, 0], f[:, :, -1]], axis=1)
 
 
 def ddt_statistics(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +78,63 @@ def ddt_statistics(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def orient_component(pc: np.ndarray, mean: np.ndarray, feature_maps: Sequence[np.ndarray]) -> np.ndarray:
     """Flip `pc` so the mean projection of the maps' border cells ([C, h, w] each) is negative."""
-    border = []
-    for f in feature_maps:
-        cells = np.concatenate([f[:, 0, :], f[:, -1, :], f[:, :, 0], f[:, :, -1]], axis=1)  # [C, n]
-        border.append((cells.T.astype(np.float64) - mean) @ pc)
+    border = [(_border_cells(f).T.astype(np.float64) - mean) @ pc for f in feature_maps]
     return -pc if np.mean(np.concatenate(border)) > 0 else pc
+
+
+@dataclass
+class DDTSums:
+    """Running sums of a group's descriptors, enough for its mean, covariance and oriented first component.
+
+    `add` updates in place (the accumulator of one pass); `merge` returns a new object and leaves both inputs as
+    they are, so shards summed on different workers combine in any order.
+    """
+
+    n: int  # descriptors (cells) added
+    sum_x: np.ndarray  # [C] float64: sum of descriptors
+    sum_xxT: np.ndarray  # [C, C] float64: sum of outer products x x^T
+    border_n: int  # border cells added (corners counted twice, as `orient_component` does)
+    border_sum: np.ndarray  # [C] float64: sum of border cells
+
+    @classmethod
+    def zeros(cls, channels: int) -> DDTSums:
+        """Empty sums for `channels`-dimensional descriptors."""
+        return cls(0, np.zeros(channels), np.zeros((channels, channels)), 0, np.zeros(channels))
+
+    @property
+    def channels(self) -> int:
+        return len(self.sum_x)
+
+    def add(self, feature_map: np.ndarray) -> None:
+        """Add one image's descriptors [C, h, w] (float32 or float64)."""
+        c = feature_map.shape[0]
+        if feature_map.ndim != 3 or c != self.channels:
+            raise ValueError(f"expected a [{self.channels}, h, w] feature map, got shape {feature_map.shape}")
+        x = feature_map.reshape(c, -1).astype(np.float64)  # [C, h*w]
+        self.n += x.shape[1]
+        self.sum_x += x.sum(axis=1)
+        self.sum_xxT += x @ x.T
+        border = _border_cells(feature_map)
+        self.border_n += border.shape[1]
+        self.border_sum += border.sum(axis=1, dtype=np.float64)
+
+    def merge(self, other: DDTSums) -> DDTSums:
+        """The sums of both shards (a new object)."""
+        if other.channels != self.channels:
+            raise ValueError(f"cannot merge DDT sums of {self.channels} and {other.channels} channels")
+        return DDTSums(self.n + other.n, self.sum_x + other.sum_x, self.sum_xxT + other.sum_xxT,
+                       self.border_n + other.border_n, self.border_sum + other.border_sum)
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean [C] and unit first principal component [C], oriented so the border cells project negative."""
+        if self.n < 2:
+            raise ValueError(f"DDT needs at least 2 descriptors, got {self.n}")
+        mean = self.sum_x / self.n
+        cov = self.sum_xxT / self.n - np.outer(mean, mean)
+        _, vectors = np.linalg.eigh(cov)  # ascending eigenvalues
+        pc = vectors[:, -1]
+        border_projection = (self.border_sum / self.border_n - mean) @ pc
+        return mean, (-pc if border_projection > 0 else pc)
 
 
 def project(feature_map: np.ndarray, mean: np.ndarray, pc: np.ndarray) -> np.ndarray:
@@ -70,6 +149,59 @@ def extract(model: torch.nn.Module, image: np.ndarray, side: int, device: torch.
     """Stride-32 head descriptors [1280, h, w] of one image."""
     x = image_to_tensor(image, side, model).to(device)
     return head_features(model, x)[0].float().cpu().numpy()
+
+
+@torch.no_grad()
+def iter_features(records: Iterable[Record], model: EfficientNetLite0, side: int, device: torch.device,
+                  max_pixels: int, batch_size: int = 1) -> Features:
+    """Yield (record, head map [1280, h, w], image size) in order; runs of same-size inputs share a forward pass."""
+    batch: list[tuple[Record, torch.Tensor, tuple[int, int]]] = []
+
+    def flush() -> Features:
+        x = torch.cat([t for _, t, _ in batch]).to(device)
+        maps = head_features(model, x).float().cpu().numpy()
+        for (record, _, size), feature_map in zip(batch, maps):
+            yield record, feature_map, size
+        batch.clear()
+
+    for r in records:
+        image = read_image(r.image, max_pixels)
+        x = image_to_tensor(image, side, model)
+        if batch and (len(batch) >= batch_size or batch[0][1].shape != x.shape):
+            yield from flush()
+        batch.append((r, x, image.shape[:2]))
+    if batch:
+        yield from flush()
+
+
+def _backbone(model: EfficientNetLite0 | None) -> tuple[EfficientNetLite0, torch.device]:
+    if model is not None:
+        return model, next(model.parameters()).device
+    device = pick_device()
+    return load_backbone(device), device
+
+
+def accumulate(records: Iterable[Record], side: int, max_pixels: int, model: EfficientNetLite0 | None = None,
+               batch_size: int = 8) -> DDTSums:
+    """Pass 1 on a shard: the DDT sums of the records' head features (backbone loaded when `model` is None)."""
+    model, device = _backbone(model)
+    sums = DDTSums.zeros(model._conv_head.out_channels)
+    for _, feature_map, _ in iter_features(records, model, side, device, max_pixels, batch_size):
+        sums.add(feature_map)
+    return sums
+
+
+def probability(feature_map: np.ndarray, size: tuple[int, int], mean: np.ndarray, pc: np.ndarray) -> np.ndarray:
+    """Foreground probability [H, W] of one image from its head map and the group's statistics."""
+    return piecewise_probability(upsample_to(project(feature_map, mean, pc), *size), 0.0)
+
+
+def project_images(records: Iterable[Record], mean: np.ndarray, pc: np.ndarray, side: int, max_pixels: int,
+                   model: EfficientNetLite0 | None = None) -> Iterator[tuple[Record, np.ndarray]]:
+    """Pass 2: yield (record, foreground probability [H, W]) for each record, one image at a time."""
+    model, device = _backbone(model)
+    for r, feature_map, size in iter_features(records, model, side, device, max_pixels, batch_size=1):
+        yield r, probability(feature_map, size, mean, pc)
 
 
 def _groups(records: Sequence[Record], mode: str) -> dict[str, list[Record]]:
@@ -93,8 +225,6 @@ def _load_cached(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _save_cached(path: Path, key: str, mean: np.ndarray, pc: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, key=np.array(key), mean=mean, pc=pc)
     atomic_write_bytes(path, buf.getvalue())
@@ -104,8 +234,8 @@ def ddt_maps(records: Sequence[Record], dst: Path, cfg: CoarseConfig, max_pixels
              seed: int) -> Iterator[tuple[Record, np.ndarray]]:
     """Yield (record, foreground probability [H, W]) for every record still pending in `dst`, group by group."""
     torch.manual_seed(seed)
-    device = pick_device()
-    model = load_backbone(device)
+    model, device = _backbone(None)
+    side = cfg.image_side
     todo = {r.stem for r in pending(records, dst)}
     for name, group in sorted(_groups(records, cfg.ddt_groups).items()):
         group_todo = [r for r in group if r.stem in todo]
@@ -113,21 +243,17 @@ def ddt_maps(records: Sequence[Record], dst: Path, cfg: CoarseConfig, max_pixels
             continue
         cache, key = dst / "_ddt" / f"{name}.npz", _stems_key(group)
         stats = _load_cached(cache, key) if cfg.ddt_groups == "label" else None
-        feats: dict[str, np.ndarray] = {}
-        sizes: dict[str, tuple[int, int]] = {}
-        for r in (group_todo if stats is not None else group):
-            image = read_image(r.image, max_pixels)
-            sizes[r.stem] = image.shape[:2]
-            feats[r.stem] = extract(model, image, cfg.image_side, device)
-        if stats is None:
-            maps = [feats[r.stem] for r in group]
-            descriptors = np.concatenate([m.reshape(m.shape[0], -1).T for m in maps])
-            mean, pc = ddt_statistics(descriptors)
-            pc = orient_component(pc, mean, maps)
+        if stats is None and len(group) == 1:  # one image (e.g. `ddt_groups: image`): one extraction, both passes
+            ((r, feature_map, size),) = iter_features(group, model, side, device, max_pixels)
+            sums = DDTSums.zeros(feature_map.shape[0])
+            sums.add(feature_map)
+            stats = sums.statistics()
             if cfg.ddt_groups == "label":
-                _save_cached(cache, key, mean, pc)
-        else:
-            mean, pc = stats
-        for r in group_todo:
-            h, w = sizes[r.stem]
-            yield r, piecewise_probability(upsample_to(project(feats[r.stem], mean, pc), h, w), 0.0)
+                _save_cached(cache, key, *stats)
+            yield r, probability(feature_map, size, *stats)
+            continue
+        if stats is None:
+            stats = accumulate(group, side, max_pixels, model).statistics()
+            if cfg.ddt_groups == "label":
+                _save_cached(cache, key, *stats)
+        yield from project_images(group_todo, *stats, side, max_pixels, model)
