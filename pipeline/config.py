@@ -74,14 +74,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CoarseConfig:
-    # saliency: weight-free superpixel saliency; ddt: co-localisation; cam: class activation maps; fusion: several
-    method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "fusion"))
+    # saliency: weight-free superpixel saliency; ddt: co-localisation; cam: class activation maps; isnet: salient-object
+    # network (trained with pixel masks on other data: the second track); fusion: several of them
+    method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "isnet", "fusion"))
     fusion: tuple[str, ...] = ("ddt", "saliency")  # methods whose maps `fusion` combines (geometric mean)
     image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
     ddt_groups: str = field(default="label", metadata=_choices("label", "image"))  # ddt: statistics per label group or per image
     fg_threshold: float = field(default=0.6, metadata=_range(0.0, 1.0))  # p >= this -> the image's class
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
     cam_epochs: int = field(default=10, metadata=_range(0, 1000))  # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
+    isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
 
 
 @dataclass(frozen=True)

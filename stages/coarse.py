@@ -7,10 +7,12 @@ foreground probability at the image's full resolution, and then `dst/<stem>.png`
 `coarse.fg_threshold` / `coarse.bg_threshold` (between the two: 255, ignored by training). `coarse.method`:
 
 - `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.map_tasks`), tasks get paths + config only.
-- `ddt`, `cam`: group methods (DDT statistics per label group, CAM's classifier fine-tuned on all labels) run in one
-  device task (`pipeline.orchestration.parallel.run_on_device`) that writes the per-image files itself.
+- `ddt`, `cam`, `isnet`: CNN methods (DDT statistics per label group, CAM's classifier fine-tuned on all labels,
+  ISNet's salient-object map) run in one device task (`pipeline.orchestration.parallel.run_on_device`) that writes
+  the per-image files itself.
 - `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
-  part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities.
+  part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With
+  `[isnet, ddt]` or `[isnet, cam]` the label's class evidence steers the class-agnostic salient map.
 
 Resuming: an image whose `dst/<stem>.png` exists is skipped (`pipeline.stage.pending`). Group methods keep their
 per-group results (DDT mean / principal component per label, CAM classifier weights) as small files under
@@ -90,13 +92,17 @@ def fuse_one(job: CoarseJob) -> dict:
     return _mask_stats(job.stem, mask)
 
 
-def _group_task(method: str, records: tuple[Record, ...], num_classes: int, dst: str, cfg: CoarseConfig,
-                max_pixels: int, seed: int) -> list[dict]:
-    """Device task for `ddt` / `cam`: computes every pending image's map of `records` and writes it into `dst`."""
+def _device_task(method: str, records: tuple[Record, ...], num_classes: int, dst: str, cfg: CoarseConfig,
+                 max_pixels: int, seed: int) -> list[dict]:
+    """Device task for `ddt` / `cam` / `isnet`: computes every pending image's map of `records`, writes it into `dst`."""
     import torch
 
     torch.manual_seed(seed)
-    if method == "ddt":
+    if method == "isnet":
+        from pipeline.coarse.salient import isnet_maps
+
+        maps = isnet_maps(records, Path(dst), cfg.isnet_weights, max_pixels)
+    elif method == "ddt":
         from pipeline.coarse.ddt import ddt_maps
 
         maps = ddt_maps(records, Path(dst), cfg, max_pixels, seed)
@@ -105,7 +111,7 @@ def _group_task(method: str, records: tuple[Record, ...], num_classes: int, dst:
 
         maps = cam_maps(records, num_classes, Path(dst), cfg, max_pixels, seed)
     else:
-        raise ValueError(f"coarse.method: {method!r} is not a group method (ddt, cam)")
+        raise ValueError(f"coarse.method: {method!r} is not a device method (ddt, cam, isnet)")
     results = []
     for record, prob in maps:  # maps yields only pending records, one at a time (bounded memory)
         mask = write_coarse(Path(dst), record.stem, record.label, prob, cfg)
@@ -114,7 +120,7 @@ def _group_task(method: str, records: tuple[Record, ...], num_classes: int, dst:
 
 
 def _run_method(method: str, ctx: StageContext, dst: Path) -> list[dict]:
-    """Run one base method (saliency, ddt, cam) for the records still pending in `dst`."""
+    """Run one base method (saliency, ddt, cam, isnet) for the records still pending in `dst`."""
     dst.mkdir(parents=True, exist_ok=True)
     todo = pending(ctx.records, dst)
     if not todo:
@@ -124,11 +130,11 @@ def _run_method(method: str, ctx: StageContext, dst: Path) -> list[dict]:
         jobs = [CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
                           max_pixels=cfg.data.max_pixels, seed=cfg.run.seed) for r in todo]
         return map_tasks(saliency_one, jobs, cfg.ray, desc=f"coarse saliency {dst.name}")
-    if method in ("ddt", "cam"):
+    if method in ("ddt", "cam", "isnet"):
         # Group statistics need every record of a group, finished or not; the task writes only pending ones.
-        return run_on_device(_group_task, method, tuple(ctx.records), len(ctx.classes), str(dst), cfg.coarse,
+        return run_on_device(_device_task, method, tuple(ctx.records), len(ctx.classes), str(dst), cfg.coarse,
                              cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
-    raise ValueError(f"coarse.fusion: unknown method {method!r} (choose from saliency, ddt, cam)")
+    raise ValueError(f"coarse.fusion: unknown method {method!r} (choose from saliency, ddt, cam, isnet)")
 
 
 def run(ctx: StageContext, src: None, dst: Path) -> dict:

@@ -1,4 +1,4 @@
-"""ISNet (DIS, Qin et al. ECCV 2022) in plain PyTorch, loading the fp16 ONNX export fetched by pipeline.weights.
+"""ISNet (DIS, Qin et al. ECCV 2022) in plain PyTorch, loading the fp16 ONNX export fetched by pipeline.models.weights.
 
     model = load_isnet_onnx(isnet_path())           # float32, eval mode, CPU; .to(device) as usual
     saliency = predict_saliency(model, rgb_uint8)   # float32 [H, W] in [0, 1]: the foreground map

