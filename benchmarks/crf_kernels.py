@@ -29,6 +29,7 @@ from pipeline.io import IGNORE, load_probs, read_image  # noqa: E402
 from pipeline.metrics import foreground_jaccard  # noqa: E402
 from pipeline.stage import Record  # noqa: E402
 from pipeline.data.weak import load_ground_truth, load_weak_dataset  # noqa: E402
+from split_scores import halves  # noqa: E402
 
 
 def parse_kernel(text: str) -> tuple[float, float]:
@@ -62,6 +63,7 @@ def main() -> int:
                         ("80/10", "50/5", "50/10", "80/5", "30/5")], help="bilateral sxy/compat pairs")
     parser.add_argument("--workers", type=int, default=2, help="processes")
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
+    parser.add_argument("--half", choices=["tune", "report"], help="only this half of the images (split_scores.py)")
     args = parser.parse_args()
     cfg = load_config(args.config)
     stage = Path(args.stage)
@@ -71,6 +73,9 @@ def main() -> int:
     records = [r for r in dataset.records if (stage / f"{r.stem}.npz").is_file()]
     if not records:
         parser.error(f"--stage {stage}: no <stem>.npz soft maps of this config's images")
+    if args.half:
+        tune, report = halves([r.stem for r in dataset.records])
+        records = [r for r in records if r.stem in (tune if args.half == "tune" else report)]
     records = records[:args.limit] if args.limit else records
     jobs = [(r, cfg, str(stage), args.kernels, len(dataset.classes)) for r in records]
     with Pool(args.workers) as pool:

@@ -43,14 +43,17 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: str = field(default="folder", metadata=_choices("folder", "demo"))  # demo: generate the embedded set into root
+    # demo: generate the embedded set into root
+    kind: str = field(default="folder", metadata=_choices("folder", "demo"))
     root: str = "data/demo"  # data set folder (relative paths are relative to the working directory)
     images: str = "images"  # subfolder of root holding the images
     labels: str = "labels.csv"  # CSV `image,label` (one label per image); "" = take labels from label_pattern
     label_pattern: str = ""  # regex on the file stem whose group 1 is the class name, e.g. "^(.*?)\\d\\d_" (COCO-MVal)
     classes: str = "classes.txt"  # one class name per line, background first; "" = background + sorted labels
-    masks: str = field(default="masks", metadata=_feeds("score"))  # optional ground truth (same stems, .png), scoring only; "" = none
-    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255, **_feeds("score")))  # -1: GT holds class ids; else this value = the image's class
+    # optional ground truth (same stems, .png), scoring only; "" = none
+    masks: str = field(default="masks", metadata=_feeds("score"))
+    # -1: GT holds class ids; else this value = the image's class
+    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255, **_feeds("score")))
     gt_ignore_values: tuple[int, ...] = field(default=(255,), metadata=_feeds("score"))  # GT values that are not scored
     class_agnostic: bool = False  # one foreground class, labels ignored (GrabCut-style)
     max_pixels: int = field(default=40_000_000, metadata=_range(1))  # refuse larger images (memory guard)
@@ -79,10 +82,12 @@ class CoarseConfig:
     method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "isnet", "fusion"))
     fusion: tuple[str, ...] = ("ddt", "saliency")  # methods whose maps `fusion` combines (geometric mean)
     image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
-    ddt_groups: str = field(default="label", metadata=_choices("label", "image"))  # ddt: statistics per label group or per image
+    # ddt: statistics per label group or per image
+    ddt_groups: str = field(default="label", metadata=_choices("label", "image"))
     fg_threshold: float = field(default=0.6, metadata=_range(0.0, 1.0))  # p >= this -> the image's class
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
-    cam_epochs: int = field(default=10, metadata=_range(0, 1000))  # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
+    # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
+    cam_epochs: int = field(default=10, metadata=_range(0, 1000))
     isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
 
 
@@ -114,7 +119,8 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before cropping
     flip: bool = True  # random horizontal flip
     jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))  # photometric jitter strength; 0 = off
-    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))  # adamw: robust on short schedules; sgd: momentum 0.9
+    # adamw: robust on short schedules; sgd: momentum 0.9
+    optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))
     lr: float = field(default=1e-3, metadata=_range(0.0))  # peak learning rate
     backbone_lr_mult: float = field(default=0.1, metadata=_range(0.0))  # pretrained backbone learns slower
     weight_decay: float = field(default=1e-4, metadata=_range(0.0))  # not applied to norms and biases
@@ -123,8 +129,10 @@ class TrainConfig:
     ohem: bool = False  # online hard example mining
     ohem_thresh: float = field(default=0.7, metadata=_range(0.0, 1.0))  # keep pixels whose true-class prob < this
     ohem_min_kept: int = field(default=10_000, metadata=_range(1))  # ...but at least this many per batch
-    amp: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))  # bf16 autocast: on CUDA only, on every device, never
-    channels_last: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))  # NHWC memory format: same choices
+    # bf16 autocast: on CUDA only, on every device, never
+    amp: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))
+    # NHWC memory format: same choices
+    channels_last: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))
     checkpoint_every: int = field(default=100, metadata=_range(1, **_feeds()))  # iterations between checkpoints
     num_workers: int = field(default=0, metadata=_range(0, **_feeds()))  # DataLoader worker processes
     log_every: int = field(default=25, metadata=_range(1, **_feeds()))  # iterations between progress lines
@@ -134,13 +142,19 @@ class TrainConfig:
 class RoundsConfig:
     count: int = field(default=2, metadata=_range(0, 50))  # recursive train -> predict -> crf rounds
     min_change: float = field(default=0.0, metadata=_range(0.0, 1.0))  # stop early when <this fraction of pixels change
-    lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0, **_feeds("train", from_round=2)))  # round k trains at train.lr x lr_decay^(k-1); 1 = same lr every round
-    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict"))  # the network learns foreground vs background; each image's label names its foreground
-    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict"))  # test-time scales when predicting the training images
+    # round k trains at train.lr x lr_decay^(k-1); 1 = same lr every round
+    lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0, **_feeds("train", from_round=2)))
+    # the network learns foreground vs background; each image's label names its foreground
+    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict"))
+    # test-time scales when predicting the training images
+    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict"))
     flip: bool = field(default=True, metadata=_feeds("predict"))  # add horizontally flipped predictions
-    ensemble: bool = field(default=False, metadata=_feeds("predict", from_round=2))  # round k's soft map is the mean of rounds 1..k's
-    reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0, **_feeds("predict")))  # an image whose prediction overlaps its first labels with IoU below this starts over from its coarse map; 0 = off
-    keep_other_classes_from: int = field(default=0, metadata=_range(0, **_feeds("predict")))  # from this round on, a class the image is not labelled with stays where the network finds it; 0 = never
+    # round k's soft map is the mean of rounds 1..k's
+    ensemble: bool = field(default=False, metadata=_feeds("predict", from_round=2))
+    # an image whose prediction overlaps its first labels with IoU below this starts over from its coarse map; 0 = off
+    reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0, **_feeds("predict")))
+    # from this round on, a class the image is not labelled with stays where the network finds it; 0 = never
+    keep_other_classes_from: int = field(default=0, metadata=_range(0, **_feeds("predict")))
 
 
 @dataclass(frozen=True)
@@ -156,17 +170,21 @@ class RayConfig:
 @dataclass(frozen=True)
 class FullConfig:
     # which reader in pipeline/data/datasets/ opens `root` (each expects that data set's standard layout)
-    dataset: str = field(default="camvid", metadata=_choices("cityscapes", "bdd100k", "ade20k", "camvid", "voc", "folder"))
+    dataset: str = field(default="camvid",
+                         metadata=_choices("cityscapes", "bdd100k", "ade20k", "camvid", "voc", "folder"))
     root: str = "data/camvid"  # data set folder in its standard layout (see pipeline/data/datasets/)
     train_split: str = "train"  # split used for training (voc: train_aug reads the SBD-augmented SegmentationClassAug)
     val_split: str = "val"  # split folder name used for validation / evaluation
     folder_classes: int = field(default=0, metadata=_range(0, 255))  # folder: number of classes (required there)
-    input_scale: float = field(default=1.0, metadata=_range(0.05, 4.0))  # images are resized by this before training/eval
+    # images are resized by this before training/eval
+    input_scale: float = field(default=1.0, metadata=_range(0.05, 4.0))
     eval_scales: tuple[float, ...] = (1.0,)  # test-time scales (relative to input_scale)
     eval_flip: bool = False  # add horizontally flipped predictions at test time
-    eval_window: int = field(default=0, metadata=_range(0))  # sliding-window size in px (step 2/3 of it); 0 = whole image
+    # sliding-window size in px (step 2/3 of it); 0 = whole image
+    eval_window: int = field(default=0, metadata=_range(0))
     val_max_images: int = field(default=0, metadata=_range(0))  # validation at each checkpoint on the first N; 0 = all
-    num_workers: int = field(default=1, metadata=_range(1, **_feeds()))  # Ray Train workers (1 = plain single-process training)
+    # Ray Train workers (1 = plain single-process training)
+    num_workers: int = field(default=1, metadata=_range(1, **_feeds()))
     use_gpu: bool = field(default=False, metadata=_feeds())  # Ray Train: one GPU per worker
 
 

@@ -131,3 +131,25 @@ def test_geometric_mean_hand_computed():
     np.testing.assert_allclose(geometric_mean([a, b]), [[0.45, 0.001**0.5, 1.0]], rtol=1e-5)
     with pytest.raises(ValueError, match="shape"):
         geometric_mean([a, np.ones((2, 2))])
+
+
+def test_steer_salient_keeps_the_object_the_label_points_at():
+    from pipeline.coarse.fusion import geometric_mean, steer_salient
+
+    salient = np.zeros((6, 10), np.float32)
+    salient[1:3, 1:3] = 0.9  # object A (4 px)
+    salient[1:4, 6:9] = 0.8  # object B (9 px)
+    evidence = np.full((6, 10), 0.2, np.float32)
+    evidence[1:3, 1:3] = 0.7  # the label's evidence lies on A
+    out = steer_salient(salient, [evidence], keep=0.5, min_evidence=0.5)
+    np.testing.assert_allclose(out[1:3, 1:3], 0.9)  # A kept as salient
+    np.testing.assert_allclose(out[1:4, 6:9], np.sqrt(0.8 * 0.2), rtol=1e-5)  # B: geometric mean, now background
+    np.testing.assert_allclose(out[5], np.sqrt(np.float32(1e-3) * 0.2), rtol=1e-4)  # floored 0 x 0.2
+    assert (out >= 0.5).sum() == 4
+    evidence[1:4, 6:9] = 0.5  # B's evidence 0.5 >= 0.5 x 0.7: both kept
+    assert (steer_salient(salient, [evidence], keep=0.5, min_evidence=0.5) >= 0.5).sum() == 13
+    weak = np.full((6, 10), 0.3, np.float32)  # no object reaches min_evidence: the evidence alone
+    np.testing.assert_allclose(steer_salient(salient, [weak], min_evidence=0.5), weak)
+    np.testing.assert_allclose(steer_salient(np.zeros((6, 10)), [weak]), weak)  # nothing salient: the evidence
+    two = steer_salient(salient, [evidence, evidence])  # several evidence maps: their geometric mean
+    np.testing.assert_allclose(two, steer_salient(salient, [geometric_mean([evidence, evidence])]), rtol=1e-6)

@@ -22,7 +22,7 @@ from pipeline.models.weights import WeightsError, WeightsMissingError, fetch_isn
 
 ORT_TOLERANCE = 1e-2  # max abs difference of the foreground maps (the ONNX graph computes in fp16)
 
-torch.set_num_threads(1)
+
 
 
 # ---------------------------------------------------------------- the real network (4 forwards at 1024 in all)
@@ -231,3 +231,27 @@ def test_isnet_path_when_missing(tmp_path, monkeypatch):
     (tmp_path / "c2f" / "isnet-medium-fp16.onnx").write_bytes(b"partial")
     with pytest.raises(WeightsMissingError, match="7 bytes, expected 88188479"):
         isnet_path()
+
+
+def test_coarse_stage_isnet_writes_the_salient_map(isnet, isnet_file, tmp_path):
+    """`coarse.method: isnet` through the stage: the stored map is the network's (one forward at 1024)."""
+    from skimage import data
+    from skimage.transform import resize
+
+    from pipeline.config import load_config
+    from pipeline.io import load_mask, load_probs, save_image
+    from pipeline.stage import Record, StageContext
+    from stages import coarse as coarse_stage
+
+    photo = (resize(data.chelsea(), (150, 225), anti_aliasing=True) * 255).astype(np.uint8)
+    save_image(tmp_path / "cat.png", photo)
+    cfg = load_config(overrides=["coarse.method=isnet", f"coarse.isnet_weights={isnet_file}", "ray.enabled=false"])
+    ctx = StageContext(cfg=cfg, records=(Record("cat", tmp_path / "cat.png", 1),), classes=("background", "cat"),
+                       run_dir=tmp_path)
+    summary = coarse_stage.run(ctx, None, tmp_path / "coarse")
+    probs, ids = load_probs(tmp_path / "coarse" / "cat.npz")
+    assert summary["images"] == 1 and ids.tolist() == [0, 1]
+    np.testing.assert_allclose(probs[1], predict_saliency(isnet, photo), atol=1.5 / 255)
+    mask = load_mask(tmp_path / "coarse" / "cat.png")
+    assert set(np.unique(mask).tolist()) <= {0, 1, 255} and (mask == 1).mean() > 0.2
+    assert coarse_stage.run(ctx, None, tmp_path / "coarse")["images"] == 0  # done: nothing predicted again

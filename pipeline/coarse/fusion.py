@@ -26,3 +26,34 @@ def geometric_mean(maps: Sequence[np.ndarray]) -> np.ndarray:
             raise ValueError(f"fusion: maps differ in shape ({np.shape(m)} vs {shape})")
     logs = [np.log(np.clip(np.asarray(m, np.float64), FLOOR, 1.0)) for m in maps]
     return np.exp(np.mean(logs, axis=0)).astype(np.float32)
+
+
+STEER_KEEP = 0.5  # a salient object is kept when its class evidence reaches this share of the best object's
+STEER_MIN = 0.5  # below this evidence on every salient object, the label's object is not among them
+
+
+def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: float = STEER_KEEP,
+                  min_evidence: float = STEER_MIN) -> np.ndarray:
+    """The salient map's objects that the image's label points at (label steering of a class-agnostic map).
+
+    The salient mask (p >= 0.5) is split into connected objects (8-connectivity). An object's class evidence is the
+    mean, over its pixels, of the evidence maps' geometric mean (e.g. the label group's DDT map, the label's CAM).
+    Objects whose evidence reaches `keep` x the best object's keep their salient probability; everywhere else the
+    probability is the geometric mean of the salient map and the evidence, so a salient object of another class
+    drops out while a region both maps agree on stays. When no object reaches `min_evidence`, the labelled object
+    is not among the salient ones and the evidence map alone is returned.
+    """
+    from scipy import ndimage
+
+    salient = np.asarray(salient, np.float32)
+    cue = geometric_mean(evidence)
+    if cue.shape != salient.shape:
+        raise ValueError(f"fusion: evidence {cue.shape} and salient map {salient.shape} differ in shape")
+    objects, count = ndimage.label(salient >= 0.5, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return cue
+    score = ndimage.mean(cue, labels=objects, index=np.arange(1, count + 1))
+    if score.max() < min_evidence:
+        return cue
+    kept = np.isin(objects, 1 + np.flatnonzero(score >= keep * score.max()))
+    return np.where(kept, salient, geometric_mean([salient, cue])).astype(np.float32)

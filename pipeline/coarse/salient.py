@@ -28,7 +28,8 @@ from pipeline.stage import Record, pending
 ISNET_BATCH = 4  # images per forward pass (1024 x 1024 each)
 
 
-def isnet_maps(records: Sequence[Record], dst: Path, weights: str, max_pixels: int) -> Iterator[tuple[Record, np.ndarray]]:
+def isnet_maps(records: Sequence[Record], dst: Path, weights: str,
+               max_pixels: int) -> Iterator[tuple[Record, np.ndarray]]:
     """Yield (record, foreground probability [H, W]) for every record still pending in `dst`."""
     todo = pending(records, dst)
     if not todo:
