@@ -80,7 +80,8 @@ class CoarseConfig:
     # saliency: weight-free superpixel saliency; ddt: co-localisation; cam: class activation maps; isnet: salient-object
     # network (trained with pixel masks on other data: the second track); fusion: several of them
     method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "isnet", "fusion"))
-    fusion: tuple[str, ...] = ("ddt", "saliency")  # methods whose maps `fusion` combines (geometric mean)
+    # methods whose maps `fusion` combines: their geometric mean; with isnet among them, the others steer isnet's map
+    fusion: tuple[str, ...] = ("ddt", "saliency")
     image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
     # ddt: statistics per label group or per image
     ddt_groups: str = field(default="label", metadata=_choices("label", "image"))

@@ -11,8 +11,9 @@ foreground probability at the image's full resolution, and then `dst/<stem>.png`
   ISNet's salient-object map) run in one device task (`pipeline.orchestration.parallel.run_on_device`) that writes
   the per-image files itself.
 - `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
-  part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With
-  `[isnet, ddt]` or `[isnet, cam]` the label's class evidence steers the class-agnostic salient map.
+  part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With `isnet`
+  among them (`[isnet, ddt]`), the other parts are class evidence that picks the label's objects among ISNet's
+  salient ones (`pipeline.coarse.fusion.steer_salient`).
 
 Resuming: an image whose `dst/<stem>.png` exists is skipped (`pipeline.stage.pending`). Group methods keep their
 per-group results (DDT mean / principal component per label, CAM classifier weights) as small files under
@@ -78,8 +79,9 @@ def saliency_one(job: CoarseJob) -> dict:
 
 
 def fuse_one(job: CoarseJob) -> dict:
-    """Per-image task: geometric mean of the parts' foreground probabilities into `job.dst`."""
-    from pipeline.coarse.fusion import geometric_mean
+    """Per-image task: the parts' foreground probabilities fused into `job.dst`: their geometric mean, or, with
+    `isnet` among them, ISNet's salient objects steered by the other parts' class evidence."""
+    from pipeline.coarse.fusion import geometric_mean, steer_salient
 
     maps = []
     for part in job.parts:
@@ -87,7 +89,12 @@ def fuse_one(job: CoarseJob) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: fusion part missing for image {job.image}")
         maps.append(load_probs(path)[0][1])
-    prob = geometric_mean(maps)
+    names = [Path(part).name for part in job.parts]
+    if "isnet" in names and len(names) > 1:
+        salient = maps.pop(names.index("isnet"))
+        prob = steer_salient(salient, maps)
+    else:
+        prob = geometric_mean(maps)
     mask = write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse)
     return _mask_stats(job.stem, mask)
 

@@ -153,3 +153,27 @@ def test_steer_salient_keeps_the_object_the_label_points_at():
     np.testing.assert_allclose(steer_salient(np.zeros((6, 10)), [weak]), weak)  # nothing salient: the evidence
     two = steer_salient(salient, [evidence, evidence])  # several evidence maps: their geometric mean
     np.testing.assert_allclose(two, steer_salient(salient, [geometric_mean([evidence, evidence])]), rtol=1e-6)
+
+
+def test_stage_fusion_with_isnet_steers_the_salient_part(tmp_path):
+    from pipeline.coarse.fusion import steer_salient
+
+    ctx, _ = make_context(tmp_path, ["coarse.method=fusion", "coarse.fusion=[isnet, saliency]", "ray.enabled=false"],
+                          n=2)
+    parts = tmp_path / "fused" / "_parts"
+    rng = np.random.default_rng(0)
+    for record in ctx.records:  # hand-made finished parts: the stage fuses them without running either method
+        h, w = load_image_shape(record.image)
+        for name in ("isnet", "saliency"):
+            coarse_stage.write_coarse(parts / name, record.stem, record.label, rng.random((h, w)), ctx.cfg.coarse)
+    coarse_stage.run(ctx, None, tmp_path / "fused")
+    for record in ctx.records:
+        fused = load_probs(tmp_path / "fused" / f"{record.stem}.npz")[0][1]
+        salient, evidence = (load_probs(parts / name / f"{record.stem}.npz")[0][1] for name in ("isnet", "saliency"))
+        np.testing.assert_allclose(fused, steer_salient(salient, [evidence]), atol=1.5 / 255)
+
+
+def load_image_shape(path: Path) -> tuple[int, int]:
+    from pipeline.io import read_image
+
+    return read_image(path).shape[:2]
