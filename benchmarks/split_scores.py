@@ -8,7 +8,7 @@ config does on photos it was not tuned on. The halves: the run's image ids sorte
 positions report (COCO-MVal's ids start with the class name, so both halves hold every class). Only the scoring
 uses ground truth; a run itself never reads it, so both halves can be in one run.
 
-Columns: mean per-image foreground Jaccard over all images, the tuning half and the report half; with `--gt`, also
+Every stage that has been scored so far is shown (finished runs or not). Columns: mean per-image foreground Jaccard over all images, the tuning half and the report half; with `--gt`, also
 the report half's instances covering at least 10 % of the photo (GT pixels equal to `--fg`), where COCO-MVal's
 small instances stop dominating the mean.
 """
@@ -21,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.commands.status import run_status  # noqa: E402
 
 LARGE = 0.10  # share of the photo an instance must cover to count as large
 
@@ -35,6 +39,8 @@ def large_instances(stems: list[str], gt_dir: Path, fg: int) -> set[str]:
     """Ids whose ground-truth foreground covers at least LARGE of the image."""
     large = set()
     for stem in stems:
+        if not (gt_dir / f"{stem}.png").is_file():
+            continue  # another data set's run: no large-instance column for it
         gt = np.asarray(Image.open(gt_dir / f"{stem}.png"))
         if (gt == fg).mean() >= LARGE:
             large.add(stem)
@@ -53,8 +59,11 @@ def main() -> int:
     parser.add_argument("--fg", type=int, default=255, help="foreground value in the ground truth")
     args = parser.parse_args()
     for run_dir in args.runs:
-        scores = json.loads((run_dir / "scores.json").read_text())
-        stages = scores["stages"]
+        stages = [{"name": row["name"], "per_image": json.loads((run_dir / row["name"] / "scores.json").read_text())
+                   ["per_image"]} for row in run_status(run_dir)["stages"] if row.get("fg_jaccard") is not None]
+        if not stages:
+            print(f"{run_dir}: no scored stage yet")
+            continue
         stems = sorted(stages[0]["per_image"])
         tune, report = halves(stems)
         large = large_instances(stems, args.gt, args.fg) & report if args.gt else set()
