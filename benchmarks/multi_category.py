@@ -4,7 +4,7 @@
 
 For every image whose ground truth holds a foreground class other than its label, counts where that other
 object's pixels go in each scored stage's pseudo-label PNG: its true class, the image's label, background, or
-ignore (255). The demo's policy (stages/predict.py, `rounds.other_classes: keep` from round 2): before round 2
+ignore (255). The demo's policy (stages/predict.py, `rounds.keep_other_classes_from: 2`): before round 2
 such pixels become ignore when the network gives them to the unlabelled class; from round 2 they keep that class.
 """
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import build, Config
+from pipeline.commands.trained import read_run
 from pipeline.io import IGNORE, load_mask
 from pipeline.data.weak import load_ground_truth, load_weak_dataset
 
 
 def main(run_dir: Path) -> int:
-    run = json.loads((run_dir / "run.json").read_text())
-    cfg = build(Config, run["config"], "")
+    cfg, classes, _ = read_run(run_dir)
+    run = {"classes": list(classes)}
     records = load_weak_dataset(cfg.data).records
     stages = [row["dir"] for row in json.loads((run_dir / "scores.json").read_text())["stages"]]
     multi = []

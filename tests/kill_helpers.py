@@ -46,6 +46,7 @@ def start_run(cmd: list[str], log: Path) -> subprocess.Popen:
     """Start `cmd` in a new session (its own process group), output appended to `log`."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # never join another cluster
     env["RAY_AUTH_MODE"] = "disabled"
+    env["OMP_NUM_THREADS"] = "1"  # torch on one thread in every Ray task, as the in-process reference runs
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -67,7 +67,7 @@ def test_absent_classes_never_appear():
     probs = np.zeros((k, h, w), np.float32)
     probs[0] = np.where(truth == 0, 0.6, 0.4)
     probs[2] = 1 - probs[0]  # classes 1 and 3 hold no mass anywhere
-    probs[3, :2, :2] = 0.005  # below min_class_prob 0.01: left out too
+    probs[3, :2, :2] = 0.005  # below MIN_CLASS_PROB 0.01: left out too
     probs[0, :2, :2] -= 0.005
     assert active_classes(probs, MIN_CLASS_PROB).tolist() == [0, 2]
     q = refine_probs(image, probs, CFG)

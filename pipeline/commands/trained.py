@@ -42,8 +42,10 @@ def read_run(run_dir: Path) -> tuple[Config, tuple[str, ...], dict]:
         cfg = build(Config, raw["config"], "")
         classes = tuple(str(c) for c in raw["classes"])
     except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError and ConfigError are ValueErrors
-        kind = "config" if isinstance(err, ConfigError) else "content"
-        raise RunError(f"{path}: unusable {kind} ({err})") from None
+        if isinstance(err, ConfigError):  # e.g. a key a later version removed
+            raise RunError(f"{path}: unusable config ({err}); if the run was made by an older version, "
+                           f"rerun `coarse2fine run` with its config to update it") from None
+        raise RunError(f"{path}: unusable content ({err})") from None
     if len(classes) < 2:
         raise RunError(f"{path}: 'classes' must list background and at least one class, got {list(classes)}")
     return cfg, classes, raw
