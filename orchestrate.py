@@ -6,6 +6,7 @@
     coarse2fine evaluate --config configs/grabcut.yaml --pred runs/grabcut/crf --gallery 4   # score a folder
     coarse2fine status runs/demo                                # done / partial / missing per stage, scores so far
     coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --scales 0.75,1 --flip
+    coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --skip-bad   # list unreadable, go on
     coarse2fine export --run runs/demo --out runs/demo/export --size 256 256   # TorchScript + ONNX, checked
     coarse2fine compare --config configs/demo.yaml              # weak vs full supervision: runs/demo/compare/
     coarse2fine full --config configs/full_camvid.yaml          # fully supervised training + evaluation
@@ -109,14 +110,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.commands.predict_images import predict_folder
     from pipeline.commands.trained import load_run_model
 
+    from pipeline.io import ImageError
+
     model, classes, _ = load_run_model(Path(args.run), args.round)
     device = resolve_device(args.device)
     try:
         summary = predict_folder(model.to(device), classes, Path(args.images), Path(args.out), scales=args.scales,
-                                 flip=args.flip, device=str(device), window=args.window)
+                                 flip=args.flip, device=str(device), window=args.window, skip_bad=args.skip_bad)
+    except ImageError as err:  # without --skip-bad, the first unreadable image stops the command
+        raise UsageError(f"{err} (--skip-bad lists unreadable images and segments the others)") from None
     except (FileNotFoundError, ValueError) as err:  # no images / two inputs mapping to one output name
         raise UsageError(str(err)) from None
-    print(f"{summary['written']} of {summary['images']} images written to {args.out} in {summary['seconds']:.1f} s")
+    skipped = summary["skipped"]
+    print(f"{summary['written']} of {summary['images']} images written to {args.out} in {summary['seconds']:.1f} s"
+          + (f"; {len(skipped)} unreadable, listed in {Path(args.out) / 'skipped.json'}" if skipped else ""))
     return 0
 
 
@@ -204,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
     p.add_argument("--window", type=int, default=0, help="sliding-window size in px for large images; 0 = whole")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="list unreadable images in OUT/skipped.json and on stderr and go on (default: stop at the first)")
     p.set_defaults(func=cmd_predict)
 
     p = with_run(sub.add_parser("export", help="TorchScript + ONNX of a run's network, checked against PyTorch"))

@@ -16,6 +16,7 @@ from bad_input_helpers import data_cfg, image, jpeg_bytes, png_bytes, weak_set, 
 from pipeline.config import ConfigError, load_config
 from pipeline.io import IGNORE, ImageError, image_size, load_mask, load_probs, read_image, read_json, save_mask, save_probs
 from pipeline.stage import Record
+from pipeline.data import image_check
 from pipeline.data.weak import DatasetError, PseudoLabelDataset, load_ground_truth, load_weak_dataset
 
 
@@ -76,6 +77,49 @@ def test_damaged_soft_map_and_json_name_file(tmp_path):
     (tmp_path / "b.json").write_bytes(b'{"a": "\xff"}')
     with pytest.raises(json.JSONDecodeError, match=r"b\.json: not UTF-8"):
         read_json(tmp_path / "b.json")
+
+
+def test_undecodable_pixels_in_data_set_are_found_at_load_time(tmp_path):
+    """A JPEG cut in half passes the header check but not decoding: the loader decodes every image, so the row stops
+    the load (default) or is skipped (skip) before any stage runs. A PNG named .jpg reads (Pillow goes by content)."""
+    data, png = jpeg_bytes(), io.BytesIO()
+    Image.fromarray(image()).save(png, format="PNG")
+    files = {"a.png": image(), "half.jpg": data[: len(data) // 2], "png.jpg": png.getvalue(), "text.jpg": b"hello"}
+    root = weak_set(tmp_path, files, ["a.png,cat", "half.jpg,dog", "png.jpg,cat", "text.jpg,dog"])
+    assert image_size(root / "images" / "half.jpg") == (64, 64)  # the header alone passes
+    with pytest.raises(DatasetError, match=r"labels\.csv:3: .*half\.jpg: cannot decode image \(.*truncated"):
+        load_weak_dataset(data_cfg(root))
+    ds = load_weak_dataset(data_cfg(root, on_bad_image="skip"))
+    assert [r.stem for r in ds.records] == ["a", "png"]
+    assert len(ds.skipped) == 2
+    assert "labels.csv:3: " in ds.skipped[0] and "half.jpg: cannot decode image (image file is truncated" in ds.skipped[0]
+    assert "labels.csv:5: " in ds.skipped[1] and "text.jpg: cannot decode image" in ds.skipped[1]
+
+
+def test_decode_check_cache_decodes_only_new_or_changed_images(tmp_path, monkeypatch):
+    root = weak_set(tmp_path / "set", {"a.png": image(), "b.png": image(20)}, ["a.png,cat", "b.png,dog"])
+    cache, decoded, real = tmp_path / "checked.json", [], image_check.read_image
+    monkeypatch.setattr(image_check, "read_image", lambda path, m: decoded.append(path.name) or real(path, m))
+    load_weak_dataset(data_cfg(root), checked=cache)
+    assert sorted(decoded) == ["a.png", "b.png"] and cache.is_file()
+    decoded.clear()
+    load_weak_dataset(data_cfg(root), checked=cache)
+    assert decoded == []  # unchanged files are not decoded again
+    write_png(root / "images" / "b.png", np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    load_weak_dataset(data_cfg(root), checked=cache)
+    assert decoded == ["b.png"]  # a changed file is
+    decoded.clear()
+    good = (root / "images" / "b.png").read_bytes()
+    (root / "images" / "b.png").write_bytes(good[: len(good) // 2])
+    ds = load_weak_dataset(data_cfg(root, on_bad_image="skip"), checked=cache)
+    assert decoded == ["b.png"] and len(ds.skipped) == 1 and "b.png: cannot decode image" in ds.skipped[0]
+    assert list(json.loads(cache.read_text())["images"]) == [str(root.absolute() / "images" / "a.png")]
+    with pytest.raises(DatasetError, match=r"a\.png: 8x6 is larger than data\.max_pixels=10"):
+        load_weak_dataset(data_cfg(root, max_pixels=10), checked=cache)  # header checks run even when cached
+    cache.write_text("{")  # a damaged cache is ignored and rewritten
+    decoded.clear()
+    assert len(load_weak_dataset(data_cfg(root, on_bad_image="skip"), checked=cache).records) == 1
+    assert sorted(decoded) == ["a.png", "b.png"] and json.loads(cache.read_text())["version"] == image_check.CACHE_VERSION
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """pipeline.commands.predict_images: masks and overlays for a folder of user images, resume, named errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -97,6 +99,29 @@ def test_errors_name_the_file(tmp_path):
         predict_folder(RedIsClassNet(), CLASSES, tmp_path / "nowhere", tmp_path / "o2")
     with pytest.raises(ValueError, match="predicts 3 classes but 2 class names"):
         predict_folder(RedIsClassNet(), CLASSES[:2], images, tmp_path / "o3")
+
+
+def test_skip_bad_lists_unreadable_images_and_segments_the_rest(tmp_path):
+    images, out = tmp_path / "in", tmp_path / "out"
+    make_folder(images)
+    save_image(images / "cut.png", np.random.default_rng(0).integers(0, 256, (30, 30, 3), dtype=np.uint8))
+    data = (images / "cut.png").read_bytes()
+    (images / "cut.png").write_bytes(data[: len(data) // 2])  # header intact, pixels cut
+    (images / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"cut\.png: cannot decode image"):  # default: the first bad file stops it
+        predict_folder(RedIsClassNet(), CLASSES, images, out)
+    result = predict_folder(RedIsClassNet(), CLASSES, images, out, skip_bad=True)
+    assert result["images"] == 4 and result["written"] == 2
+    listed = json.loads((out / "skipped.json").read_text())
+    assert listed == result["skipped"] and [entry["file"] for entry in listed] == [str(images / "cut.png"),
+                                                                                    str(images / "empty.jpg")]
+    assert listed[0]["reason"].startswith("cannot decode image") and listed[1]["reason"] == "image file is empty (0 bytes)"
+    again = predict_folder(RedIsClassNet(), CLASSES, images, out, skip_bad=True)  # rerun: done images stay done
+    assert again["written"] == 0 and len(again["skipped"]) == 2
+    save_image(images / "cut.png", planted(10, 10, 1))
+    (images / "empty.jpg").unlink()
+    assert predict_folder(RedIsClassNet(), CLASSES, images, out)["written"] == 1  # fixed: segmented, list emptied
+    assert json.loads((out / "skipped.json").read_text()) == []
 
 
 def test_overlay_blends_foreground_only():

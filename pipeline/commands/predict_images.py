@@ -2,7 +2,7 @@
 
     model, classes, _ = load_run_model(Path("runs/demo"))                       # pipeline.commands.trained
     summary = predict_folder(model, classes, Path("my_photos"), Path("my_photos_seg"), scales=(0.75, 1.0), flip=True)
-    # -> {"images": 12, "written": 12, "seconds": 3.4}
+    # -> {"images": 12, "written": 12, "skipped": [], "seconds": 3.4}
 
 For every image below `images` (sub-folders allowed; .jpg .jpeg .png .bmp .tif .tiff .webp, any case; hidden files
 and folders skipped; sorted by path) it writes
@@ -12,11 +12,14 @@ and folders skipped; sorted by path) it writes
 where <stem> is the path below `images` without suffix, sub-folders joined by "__" (as the weak data set names its
 outputs; names with spaces are kept). Two inputs that map to one stem (`a/b.jpg` and `a__b.png`) raise ValueError.
 Images whose two outputs both exist are skipped (resume after a kill); each file is written atomically. An
-unreadable image raises pipeline.io.ImageError naming it. Prediction is pipeline.learn.inference.predict_probs (softmax
+unreadable image (empty, truncated, not an image, more than `max_pixels`) raises pipeline.io.ImageError naming it;
+with `skip_bad` it is instead listed in `out/skipped.json` (`[{"file", "reason"}]`, rewritten by every call, so it
+lists what the last call could not read) and on stderr, and the other images are segmented. Prediction is pipeline.learn.inference.predict_probs (softmax
 averaged over `scales` and, with `flip`, horizontal flips; `window` > 0 slides square windows over large images).
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -26,11 +29,12 @@ import torch
 from torch import nn
 
 from pipeline.learn.inference import predict_probs
-from pipeline.io import palette, read_image, save_image, save_mask
+from pipeline.io import ImageError, palette, read_image, save_image, save_mask, write_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # as pipeline.data.weak
 OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay
 OVERLAY_QUALITY = 90  # JPEG quality of the overlays
+SKIPPED_FILE = "skipped.json"  # in the output folder, with skip_bad: the images that could not be read
 
 _COLOURS = np.asarray(palette(), np.uint8).reshape(256, 3)
 
@@ -71,8 +75,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -
 
 def predict_folder(model: nn.Module, classes: Sequence[str], images: Path, out: Path, *,
                    scales: Sequence[float] = (1.0,), flip: bool = False, device: str = "cpu",
-                   window: int = 0, max_pixels: int = 40_000_000) -> dict:
-    """Write out/<stem>.png and out/<stem>_overlay.jpg for every image below `images`; see the module docstring."""
+                   window: int = 0, max_pixels: int = 40_000_000, skip_bad: bool = False) -> dict:
+    """Write out/<stem>.png and out/<stem>_overlay.jpg for every image below `images`; see the module docstring.
+
+    Returns {"images", "written", "skipped": [{"file", "reason"}] (empty without `skip_bad`), "seconds"}."""
     start = time.time()
     images, out = Path(images), Path(out)
     todo = list_images(images, exclude=out)
@@ -80,12 +86,19 @@ def predict_folder(model: nn.Module, classes: Sequence[str], images: Path, out: 
         raise FileNotFoundError(f"{images}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     out.mkdir(parents=True, exist_ok=True)
     model = model.to(torch.device(device)).eval()
-    written = 0
+    written, skipped = 0, []
     for stem, path in todo:
         mask_path, overlay_path = out / f"{stem}.png", out / f"{stem}_overlay.jpg"
         if mask_path.is_file() and overlay_path.is_file():
             continue
-        image = read_image(path, max_pixels)
+        try:
+            image = read_image(path, max_pixels)
+        except ImageError as err:
+            if not skip_bad:
+                raise
+            skipped.append({"file": str(path), "reason": str(err).removeprefix(f"{path}: ")})
+            print(f"skipped: {err}", file=sys.stderr, flush=True)
+            continue
         probs = predict_probs(model, image, scales=scales, flip=flip, window=window, device=device)
         if probs.shape[0] != len(classes):
             raise ValueError(f"model predicts {probs.shape[0]} classes but {len(classes)} class names were given")
@@ -93,4 +106,6 @@ def predict_folder(model: nn.Module, classes: Sequence[str], images: Path, out: 
         save_mask(mask_path, mask)
         save_image(overlay_path, overlay(image, mask), fmt="JPEG", quality=OVERLAY_QUALITY)
         written += 1
-    return {"images": len(todo), "written": written, "seconds": round(time.time() - start, 2)}
+    if skip_bad or (out / SKIPPED_FILE).is_file():
+        write_json(out / SKIPPED_FILE, skipped)
+    return {"images": len(todo), "written": written, "skipped": skipped, "seconds": round(time.time() - start, 2)}

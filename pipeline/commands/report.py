@@ -76,7 +76,7 @@ def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, 
     per_image = final.get("per_image") or {}
     if count <= 0 or not any(v is not None for v in per_image.values()):
         return ["<p>No per-image scores in the final stage (no ground truth?): no gallery.</p>"]
-    records = {r.stem: r for r in load_weak_dataset(cfg.data).records}
+    records = {r.stem: r for r in load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json").records}
 
     def panels_for(stem: str) -> tuple[list, str]:
         record = records.get(stem)
@@ -218,7 +218,7 @@ def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Pat
     weak_model, classes, _ = load_run_model(run_dir)
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
-    dataset = load_weak_dataset(cfg.data)
+    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json")  # the run's decode cache
     if tuple(dataset.classes) != classes:
         raise RunError(f"{run_dir / 'run.json'}: classes {list(classes)} differ from the data set's "
                        f"{list(dataset.classes)} ({cfg.data.root})")

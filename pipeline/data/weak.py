@@ -8,9 +8,11 @@
 Labels can instead come from the file name (`data.label_pattern`, a regex whose group 1 is the class name, e.g.
 COCO-MVal's `baseball bat03_000000123456.jpg`), or be dropped entirely (`data.class_agnostic`: one foreground class).
 Every problem raises `DatasetError` naming the file (and row) and the reason; with `data.on_bad_image: skip`, rows with
-a missing, empty, undecodable (header) or too large image, an unknown label or no label are skipped and listed in
-`WeakDataset.skipped` instead. Never skipped: malformed label files, duplicate image ids, and paths that are absolute
-or contain `..` (an output `<stem>.png` must stay inside its stage folder: stems never contain `/`).
+a missing, empty, undecodable or too large image, an unknown label or no label are skipped and listed in
+`WeakDataset.skipped` instead. Every image is decoded once here (pipeline.data.image_check), so a file whose header is
+intact but whose pixels are not (a JPEG cut in half) is found before any stage runs, and stages never see it.
+Never skipped: malformed label files, duplicate image ids, and paths that are absolute or contain `..` (an output
+`<stem>.png` must stay inside its stage folder: stems never contain `/`).
 Hidden files (names starting with '.') in the image folder are ignored.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.io import IGNORE, ImageError, image_size, load_mask, read_image
+from pipeline.data.image_check import check_images
+from pipeline.io import IGNORE, image_size, load_mask, read_image
 from pipeline.stage import Record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -43,8 +46,11 @@ class WeakDataset:
     skipped: tuple[str, ...] = field(default=())  # "<file>: <reason>" for rows skipped under on_bad_image=skip
 
 
-def load_weak_dataset(cfg: DataConfig) -> WeakDataset:
-    """Read and validate the data set described by the `data:` config section."""
+def load_weak_dataset(cfg: DataConfig, checked: Path | None = None) -> WeakDataset:
+    """Read and validate the data set described by the `data:` config section, decoding every image once.
+
+    `checked`: a cache file of the images that decoded (a run directory's `images_checked.json`), so that a rerun
+    decodes only new or changed files."""
     root = Path(cfg.root)
     image_dir = root / cfg.images
     if not image_dir.is_dir():
@@ -72,23 +78,22 @@ def load_weak_dataset(cfg: DataConfig) -> WeakDataset:
     else:
         classes = ("background", *sorted({label for _, label, _ in rows if label}))
     index = {name: i for i, name in enumerate(classes)}
+    to_check = sorted({rel for rel, _, _ in rows if not _leaves(rel) and not _too_long(_stem(rel))})
+    problems = dict(zip(to_check, check_images([image_dir / rel for rel in to_check], cfg.max_pixels, checked)))
 
     records: list[Record] = []
     seen: dict[str, str] = {}
     for rel, label, line in rows:
         where = f"{root / cfg.labels}:{line}" if line else str(image_dir / rel)
-        parts = PurePosixPath(rel).parts
-        if PurePosixPath(rel).is_absolute() or ".." in parts or "\0" in rel:
+        if _leaves(rel):
             raise DatasetError(f"{where}: image path {rel!r} leaves {image_dir} (absolute paths, '..' and NUL are "
                                "not allowed)")
         stem = _stem(rel)
-        if len(f"{stem}.npz".encode()) > 255:
+        if _too_long(stem):
             bad(f"{where}: image id {stem[:40]!r}... is too long for output file names (at most 251 bytes)")
             continue
-        try:
-            image_size(image_dir / rel, cfg.max_pixels)
-        except ImageError as err:
-            bad(f"{where}: {err}")
+        if problems[rel]:
+            bad(f"{where}: {problems[rel]}")
             continue
         if stem in seen:
             raise DatasetError(f"{where}: duplicate image id {stem!r} (also {seen[stem]})")
@@ -243,6 +248,15 @@ def _label_from_name(path: Path, cfg: DataConfig) -> str:
     if match.re.groups < 1:
         raise DatasetError(f"data.label_pattern {cfg.label_pattern!r}: needs a group (...) capturing the class name")
     return (match.group(1) or "").strip()
+
+
+def _leaves(rel: str) -> bool:
+    """A labels row's image path is absolute or has a '..' part or a NUL: it would leave the image folder."""
+    return PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts or "\0" in rel
+
+
+def _too_long(stem: str) -> bool:
+    return len(f"{stem}.npz".encode()) > 255
 
 
 def _stem(rel: str) -> str:

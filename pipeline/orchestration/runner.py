@@ -7,7 +7,8 @@ The runner knows the order of the stages, not their code: the caller hands it th
 `stages.WEAK_STAGES` holds the package's own), so the library never imports `stages/`.
 
 Run directory `<run.root>/<run.name>/`:
-    run.json                      resolved config, class list, image count, skipped inputs
+    run.json                      resolved config, class list, image count, skipped inputs ("<file>: <reason>")
+    images_checked.json           the images that decoded at load time (size, mtime): a rerun decodes only new ones
     coarse/  crf/                 per-image <stem>.npz + <stem>.png, manifest.json, DONE, scores.json
     round<k>/train/               model.pt (+ last.pt, log.csv), manifest.json, DONE
     round<k>/predict/  round<k>/crf/
@@ -185,15 +186,28 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_skipped(skipped: tuple[str, ...] | list[str], where: Path, show: int = 10) -> None:
+    """Tell stderr how many inputs `data.on_bad_image: skip` left out, the first `show` of them, and where all are."""
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} bad input(s) (data.on_bad_image: skip; all listed in {where}):", file=sys.stderr)
+    for line in list(skipped)[:show]:
+        print(f"  {line}", file=sys.stderr)
+    if len(skipped) > show:
+        print(f"  ... and {len(skipped) - show} more", file=sys.stderr)
+    sys.stderr.flush()
+
+
 def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None = None) -> dict:
     """Run (or resume) every step of `cfg`'s weak-supervision run with `stages`; returns the scores.json content."""
     if not cfg.run.name or any(c in cfg.run.name for c in "/\\") or cfg.run.name.startswith("."):
         raise ConfigError(f"config key 'run.name': {cfg.run.name!r} must be a plain folder name")
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
-    dataset = load_weak_dataset(cfg.data)
     run_dir = Path(cfg.run.root) / cfg.run.name
+    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json")
     run_dir.mkdir(parents=True, exist_ok=True)
+    report_skipped(dataset.skipped, run_dir / "run.json")
     write_json(run_dir / "run.json", {"config": cfg.to_dict(), "classes": list(dataset.classes),
                                       "images": len(dataset.records), "skipped": list(dataset.skipped)})
     steps, rows = plan(cfg), []
