@@ -45,8 +45,8 @@ def rules(salient: np.ndarray, evidence: dict[str, np.ndarray]) -> dict[str, np.
 def score(job: tuple) -> tuple[str, float, dict[str, float]] | None:
     record, cfg, num_classes, salient_dir, evidence_dirs = job
     gt = load_ground_truth(record, cfg.data, num_classes)
-    if gt is None:
-        return None
+    if gt is None or not (Path(salient_dir) / f"{record.stem}.png").is_file():
+        return None  # no ground truth, or its salient map is not written yet
     valid, gt_fg = gt != IGNORE, gt == record.label
     salient = load_probs(Path(salient_dir) / f"{record.stem}.npz")[0][1]
     evidence = {name: load_probs(Path(d) / f"{record.stem}.npz")[0][1] for name, d in evidence_dirs.items()}
