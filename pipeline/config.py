@@ -99,7 +99,6 @@ class CRFConfig:
     bilateral_sxy: float = field(default=80.0, metadata=_range(0.1))  # appearance kernel width (px)
     bilateral_srgb: float = field(default=13.0, metadata=_range(0.1))  # appearance kernel colour width (0-255)
     bilateral_compat: float = field(default=10.0, metadata=_range(0.0))  # appearance kernel weight
-    ignore: str = field(default="keep", metadata=_choices("keep", "refine"))  # keep: 255 stays 255; refine: CRF decides
     confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # refined pixels whose top prob < this -> 255
     max_side: int = field(default=1024, metadata=_range(64))  # larger images are refined downscaled, then upsampled
 

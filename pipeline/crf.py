@@ -17,7 +17,8 @@ Assumptions (the paper leaves these open; the choices below are the well-founded
   never invent a class the unary gave no mass to. With a single such class the answer is that class everywhere.
 - A hard label becomes a unary with confidence HARD_LABEL_PROB on its class and the rest spread evenly (IRN / pydensecrf
   `unary_from_labels`); an ignore (255) pixel gets a uniform unary, so the pairwise terms alone decide it.
-  `ignore: keep` puts 255 back on those pixels afterwards; `ignore: refine` keeps the CRF's decision.
+  The stage puts 255 back on those pixels afterwards (ignore stays ignore: the rounds' treatment of unlabelled
+  classes relies on it); `refine_mask(..., keep_ignore=False)` keeps the CRF's decision instead.
 - Images whose long side exceeds `max_side` are refined at that size (area-averaged image, bilinear soft map) and the
   marginals are bilinearly upsampled back. Kernel widths are in pixels of the refined image and are not rescaled:
   the defaults were tuned for images of roughly 500 px, which is what downscaling produces.
@@ -142,10 +143,11 @@ def refine_probs(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.nda
     return out
 
 
-def refine_mask(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray | list[int], cfg: CRFConfig) -> np.ndarray:
+def refine_mask(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray | list[int], cfg: CRFConfig,
+                keep_ignore: bool = True) -> np.ndarray:
     """Refined uint8 mask from a hard mask (255 = ignore) over `class_ids`, each label trusted with HARD_LABEL_PROB.
 
-    Ignore pixels stay 255 when `cfg.ignore == "keep"`, else the CRF labels them. `cfg.confidence` is not applied
+    Ignore pixels stay 255 with `keep_ignore`, else the CRF labels them. `cfg.confidence` is not applied
     here (a hard unary has no calibrated confidence); use `refine_probs` + `confident_argmax` for that.
     """
     class_ids = np.asarray(class_ids, np.int64)
@@ -153,6 +155,6 @@ def refine_mask(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray | lis
     if len(class_ids) > 1:
         probs = refine_probs(image, probs, cfg)
     refined = class_ids[np.argmax(probs, axis=0)].astype(np.uint8)
-    if cfg.ignore == "keep":
+    if keep_ignore:
         refined[mask == IGNORE] = IGNORE
     return refined

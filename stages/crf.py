@@ -6,7 +6,7 @@
 For each record still pending in `dst` (no `dst/<stem>.png` yet, so a killed run resumes per image) one task reads
 the image and `src/<stem>.npz`, refines it with `pipeline.crf.refine_probs`, and writes `dst/<stem>.npz` (the CRF's
 marginals over the same class ids) and then `dst/<stem>.png` (`confident_argmax` with `crf.confidence`; pixels that
-were 255 in `src/<stem>.png` stay 255 when `crf.ignore == "keep"`). Without `src/<stem>.npz` the hard mask
+were 255 in `src/<stem>.png` stay 255). Without `src/<stem>.npz` the hard mask
 `src/<stem>.png` is refined instead, trusted with pipeline.crf.HARD_LABEL_PROB, over background + the image's label + any class
 present. Tasks receive only paths and the CRFConfig; `pipeline.orchestration.parallel.map_tasks` bounds the tasks in flight,
 declares `ray.task_memory_mb` per task, retries dead workers and prints progress.
@@ -91,7 +91,7 @@ def refine_one(job: CRFJob) -> dict:
         raise ValueError(f"{job.image}: {err}") from None
     mask = confident_argmax(refined, class_ids, job.crf.confidence)
     before = np.asarray(class_ids)[np.argmax(probs, axis=0)].astype(np.uint8)
-    if source_mask is not None and job.crf.ignore == "keep":
+    if source_mask is not None:  # ignore stays ignore
         mask[source_mask == IGNORE] = IGNORE
         before[source_mask == IGNORE] = IGNORE
     save_probs(dst / f"{job.stem}.npz", refined, class_ids)

@@ -101,7 +101,7 @@ def test_ignore_keep_and_refine():
     kept = refine_mask(image, mask, [0, 1], CFG)
     assert (kept[20:40, 10:30] == IGNORE).all()
     assert (kept[mask != IGNORE] == truth[mask != IGNORE]).mean() > 0.99
-    filled = refine_mask(image, mask, [0, 1], dataclasses.replace(CFG, ignore="refine"))
+    filled = refine_mask(image, mask, [0, 1], CFG, keep_ignore=False)
     assert IGNORE not in filled
     assert (filled[20:40, 10:30] == truth[20:40, 10:30]).mean() > 0.95  # colour decides the hole
 

@@ -38,7 +38,7 @@ def make_inputs(root: Path, n: int = 6, h: int = 48, w: int = 64) -> tuple[list[
         else:
             save_probs(src / f"{stem}.npz", np.stack([1 - p_fg, p_fg]), [0, label])
             pseudo = np.where(p_fg > 0.5, label, 0).astype(np.uint8)
-            pseudo[:4, :4] = IGNORE  # an uncertain corner that `ignore: keep` must keep
+            pseudo[:4, :4] = IGNORE  # an uncertain corner the CRF stage must keep ignored
             save_mask(src / f"{stem}.png", pseudo)
         records.append(Record(stem=stem, image=root / "images" / f"im{i}.png", label=label))
         truths.append(truth.astype(np.uint8))
@@ -105,15 +105,15 @@ def test_disabled_copies_through(tmp_path):
     assert not (dst / "im2.npz").exists()  # the hard-mask-only image has no soft map to copy
 
 
-def test_confidence_and_refine_ignore(tmp_path):
+def test_confidence(tmp_path):
     records, _, src = make_inputs(tmp_path, n=2)
     dst = tmp_path / "out"
-    crf_stage.run(context(records, tmp_path, ray_enabled=False, ignore="refine", confidence=1.0), src, dst)
+    crf_stage.run(context(records, tmp_path, ray_enabled=False, confidence=1.0), src, dst)
     mask = load_mask(dst / "im0.png")
     probs, _ = load_probs(dst / "im0.npz")
     assert (mask[probs.max(0) < 1.0] == IGNORE).all()  # quantised marginals below 1 become ignore
-    crf_stage.run(context(records, tmp_path, ray_enabled=False, ignore="refine"), src, tmp_path / "out2")
-    assert IGNORE not in load_mask(tmp_path / "out2" / "im0.png")
+    crf_stage.run(context(records, tmp_path, ray_enabled=False), src, tmp_path / "out2")
+    assert (load_mask(tmp_path / "out2" / "im0.png") != IGNORE).mean() > (mask != IGNORE).mean()
 
 
 def test_missing_source_raises_naming_file(tmp_path):
