@@ -5,8 +5,8 @@
 
 Reads the coarse soft maps of finished runs (ISNet's salient map, and class evidence such as the label group's DDT
 map or the label's CAM) and scores, without writing anything, each way of combining them: mean per-image foreground
-Jaccard of `p >= 0.5` against the ground truth, on all images, the tuning half, the report half and the report
-half's instances covering >= 10 % of the photo (halves as in benchmarks/split_scores.py). The rules are those of
+Jaccard of `p >= 0.5` against the ground truth, on all images, each half, and each half's instances covering
+>= 10 % of the photo (halves as in benchmarks/split_scores.py). The rules are those of
 pipeline/coarse/fusion.py.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ def rules(salient: np.ndarray, evidence: dict[str, np.ndarray]) -> dict[str, np.
     for name, ev in evidence.items():
         out[name] = ev
         out[f"geo(salient,{name})"] = geometric_mean([salient, ev])
-        for keep in (0.5, 0.8, 1.0):
-            for least in (0.0, 0.5):
+        for keep in (0.3, 0.5, 0.8, 1.0):
+            for least in (0.0, 0.3, 0.5):
                 out[f"steer(salient,{name}) keep {keep} min {least}"] = steer_salient(salient, [ev], keep, least)
     if len(evidence) > 1:
         out["steer(salient,all)"] = steer_salient(salient, list(evidence.values()))
@@ -69,7 +69,8 @@ def main() -> int:
     with Pool(args.workers) as pool:
         results = [r for r in pool.map(score, jobs, chunksize=8) if r is not None]
     tune, report = halves([r.stem for r in dataset.records])
-    subsets = {"all": lambda s, a: True, "tune": lambda s, a: s in tune, "report": lambda s, a: s in report,
+    subsets = {"all": lambda s, a: True, "tune": lambda s, a: s in tune,
+               "tune >=10%": lambda s, a: s in tune and a >= 0.10, "report": lambda s, a: s in report,
                "report >=10%": lambda s, a: s in report and a >= 0.10}
     names = list(results[0][2])
     print(f"| rule | " + " | ".join(f"{k} ({sum(f(s, a) for s, a, _ in results)})" for k, f in subsets.items()) + " |")

@@ -29,7 +29,7 @@ def geometric_mean(maps: Sequence[np.ndarray]) -> np.ndarray:
 
 
 STEER_KEEP = 0.5  # a salient object is kept when its class evidence reaches this share of the best object's
-STEER_MIN = 0.5  # below this evidence on every salient object, the label's object is not among them
+STEER_MIN = 0.3  # below this evidence on every salient object, the label's object is not among them
 
 
 def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: float = STEER_KEEP,
