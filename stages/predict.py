@@ -2,10 +2,13 @@
 
     summary = run(ctx, src=run_dir / "round1" / "train", dst=run_dir / "round1" / "predict")   # ctx.round == 1
 
-One device task (GPU when the cluster has one) loads `src/model.pt` once and, for every record still pending in
-`dst`, writes `dst/<stem>.npz` (softmax probabilities averaged over `rounds.scales` and, with `rounds.flip`, the
-mirrored image) and then `dst/<stem>.png` (the pseudo-label, arg-max). Killed midway, a rerun predicts only the
-images without a `.png`. Each image goes through these steps, one function each:
+Every record still pending in `dst` gets `dst/<stem>.npz` (softmax probabilities averaged over `rounds.scales` and,
+with `rounds.flip`, the mirrored image) and then `dst/<stem>.png` (the pseudo-label, arg-max). The work is a sharded
+pass (`pipeline.orchestration.sharded`): CPU tasks decode the images (`read_images`), actors holding `src/model.pt`
+on every GPU of the cluster (or on CPUs) predict them one image per forward pass (`Predictor`), CPU tasks turn the
+probabilities into the stored labels and write them (`write_predictions`); without Ray the same three steps run in
+this process and write the same bytes. Killed midway, a rerun predicts only the images without a `.png`. Each
+image's labels come from these steps, one function each:
 
 1. `restrict_classes` - which classes the soft map keeps. The network sees every class across the data set, so on
    an image it may put mass on a class the label does not name (the source paper's multi-category images). Before
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,8 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.io import IGNORE, load_mask, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
-from pipeline.orchestration.parallel import eta, run_on_device
+from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, record_rows, replace_columns,
+                                            run_inference)
 from pipeline.stage import Record, StageContext, network_outputs, pending, training_labels
 
 OTHER_CLASS_MIN_AREA = 0.01  # share of the image an unlabelled class must win to stay (rounds.keep_other_classes_from)
@@ -133,38 +138,45 @@ def image_labels(probs: np.ndarray, record: Record, cfg: Config, round_: int, ru
     return labels, reset is not None
 
 
-def predict_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
-                 run_dir: str) -> dict:
-    """Device task: load the round's weights once, write every pending record's soft map and pseudo-label."""
-    import torch
+def read_images(batch: Batch, max_pixels: int) -> Batch:
+    """CPU step: decode each row's image (RGB uint8)."""
+    return {**batch, "image": [read_image(path, max_pixels) for path in batch["path"]]}
 
-    from pipeline.learn.engine import resolve_device
-    from pipeline.learn.inference import predict_probs
-    from pipeline.models import build_model
 
-    device = resolve_device("auto")
-    model = build_model(cfg.model, network_outputs(cfg, num_classes))
-    model.load_state_dict(torch.load(Path(src) / "model.pt", map_location="cpu", weights_only=True))
-    model.to(device).eval()
-    out = Path(dst)
-    ignored, other, resets = [], [], 0
-    for record in pending(records, out):
-        image = read_image(record.image, cfg.data.max_pixels)
-        probs = predict_probs(model, image, scales=cfg.rounds.scales, flip=cfg.rounds.flip, device=device)
-        labels, reset = image_labels(probs, record, cfg, round_, Path(run_dir))
-        save_probs(out / f"{record.stem}.npz", labels.soft, labels.class_ids)
-        save_mask(out / f"{record.stem}.png", labels.mask)  # written last: marks the image done
+class Predictor:
+    """Device step: the round's network (loaded once per actor), one image per forward pass (so an image's map never
+    depends on the other images of its batch), softmax averaged over `rounds.scales` and flips."""
+
+    def __init__(self, cfg: Config, num_classes: int, src: str):
+        import torch
+
+        from pipeline.learn.engine import resolve_device
+        from pipeline.models import build_model
+
+        self.cfg, self.device = cfg, resolve_device("auto")
+        model = build_model(cfg.model, network_outputs(cfg, num_classes))
+        model.load_state_dict(torch.load(Path(src) / "model.pt", map_location="cpu", weights_only=True))
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, batch: Batch) -> Batch:
+        from pipeline.learn.inference import predict_probs
+
+        probs = [predict_probs(self.model, image, scales=self.cfg.rounds.scales, flip=self.cfg.rounds.flip,
+                               device=self.device) for image in batch["image"]]
+        return replace_columns(batch, "image", probs=probs)
+
+
+def write_predictions(batch: Batch, cfg: Config, round_: int, run_dir: str, dst: str) -> Batch:
+    """CPU step: each image's stored labels (`image_labels`) into `dst/<stem>.npz`, then `dst/<stem>.png`."""
+    ignored, other, reset = [], [], []
+    for record, probs in zip(batch_records(batch), batch["probs"]):
+        labels, was_reset = image_labels(np.asarray(probs), record, cfg, round_, Path(run_dir))
+        save_probs(Path(dst) / f"{record.stem}.npz", labels.soft, labels.class_ids)
+        save_mask(Path(dst) / f"{record.stem}.png", labels.mask)  # written last: marks the image done
         ignored.append(float((labels.mask == IGNORE).mean()))
         other.append(len(labels.class_ids) > 2)
-        resets += reset
-    return {"images": len(ignored), "mean_ignore_fraction": round(float(np.mean(ignored)), 4) if ignored else 0.0,
-            "images_with_other_class": int(np.sum(other)), "images_reset": resets}
-
-
-def prediction_progress(records: tuple[Record, ...], dst: Path, todo: int, elapsed: float) -> str:
-    """"predict: 30/60 images, 12s, ETA 12s" from the images written so far."""
-    done = todo - len(pending(records, dst))
-    return f"predict: {len(records) - todo + done}/{len(records)} images, {elapsed:.0f}s, ETA {eta(elapsed, done, todo)}"
+        reset.append(was_reset)
+    return {"stem": batch["stem"], "ignored": np.array(ignored), "other": np.array(other), "reset": np.array(reset)}
 
 
 def run(ctx: StageContext, src: Path, dst: Path) -> dict:
@@ -174,9 +186,14 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
         raise FileNotFoundError(f"{src / 'model.pt'}: the round's trained weights are missing")
     dst.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    todo = len(pending(ctx.records, dst))
-    summary = run_on_device(predict_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst),
-                            ctx.round, str(ctx.run_dir),
-                            cfg=ctx.cfg.ray,
-                            progress=lambda elapsed: prediction_progress(ctx.records, dst, todo, elapsed))
-    return {**summary, "skipped": len(ctx.records) - todo, "seconds": round(time.time() - start, 2)}
+    todo = pending(ctx.records, dst)
+    cfg = ctx.cfg
+    job = InferencePass(load=partial(read_images, max_pixels=cfg.data.max_pixels),
+                        model=partial(Predictor, cfg, len(ctx.classes), str(src)),
+                        write=partial(write_predictions, cfg=cfg, round_=ctx.round, run_dir=str(ctx.run_dir),
+                                      dst=str(dst)))
+    done = run_inference(job, record_rows(todo), cfg.ray, desc=f"predict round {ctx.round}")
+    ignored = [d["ignored"] for d in done]
+    return {"images": len(done), "mean_ignore_fraction": round(float(np.mean(ignored)), 4) if done else 0.0,
+            "images_with_other_class": sum(d["other"] for d in done), "images_reset": sum(d["reset"] for d in done),
+            "skipped": len(ctx.records) - len(todo), "seconds": round(time.time() - start, 2)}

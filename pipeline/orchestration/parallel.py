@@ -1,4 +1,5 @@
-"""Ray helpers: one cluster per run, per-image tasks with bounded in-flight work, one device task for training.
+"""Ray helpers: one cluster per run, per-image tasks with bounded in-flight work, one device task for training
+(or, with two GPUs or more, `training_workers` of Ray Train). The networks' sharded passes are in `sharded.py`.
 
 Every function here also runs without Ray (`ray.enabled: false`), serially in this process, so stages are
 debuggable and serial/parallel results can be compared. Large arrays never travel through Ray's object store:
@@ -10,7 +11,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from pipeline.config import RayConfig
 
@@ -46,7 +47,8 @@ def ray_session(cfg: RayConfig) -> Iterator[bool]:
         ray.shutdown()
 
 
-def _ray_active() -> bool:
+def ray_active() -> bool:
+    """Ray is imported and initialised in this process (inside `ray_session`, or a test's shared cluster)."""
     if "ray" not in sys.modules:
         return False
     import ray
@@ -79,11 +81,12 @@ class Progress:
 
 
 def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc: str,
-              num_cpus: float = 1.0, memory_mb: int | None = None) -> list[Any]:
+              num_cpus: float = 1.0, memory_mb: int | None = None, num_gpus: float = 0) -> list[Any]:
     """Run `fn(item)` for every item; results in item order.
 
     With Ray, at most `cfg.max_in_flight` tasks (default 2 x cluster CPUs) are submitted at once, each declaring
-    `num_cpus` and `memory_mb` (default `cfg.task_memory_mb`), retried TASK_RETRIES times if its worker dies.
+    `num_cpus`, `num_gpus` and `memory_mb` (default `cfg.task_memory_mb`), retried TASK_RETRIES times if its worker
+    dies.
     An exception raised by `fn` is re-raised here (Ray's error type subclasses the original).
     """
     items = list(items)
@@ -91,7 +94,7 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     progress = Progress(desc, len(items))
     if not items:
         return results
-    if not (cfg.enabled and _ray_active()):
+    if not (cfg.enabled and ray_active()):
         for i, item in enumerate(items):
             results[i] = fn(item)
             progress.update()
@@ -103,6 +106,8 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     limit = cfg.max_in_flight or max(2, 2 * cluster_cpus)
     memory = (memory_mb if memory_mb is not None else cfg.task_memory_mb) * 2**20
     options: dict[str, Any] = dict(num_cpus=num_cpus, max_retries=TASK_RETRIES)
+    if num_gpus:
+        options["num_gpus"] = num_gpus
     if memory:
         options["memory"] = memory
     remote_fn = ray.remote(fn).options(**options)
@@ -131,7 +136,7 @@ def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,
     While it runs, `progress(elapsed_seconds)` (e.g. "train: iteration 40/120, ETA 80s", read from the task's output
     files) is shown every 2 s, since the task's own prints stay in Ray's worker logs. Without Ray it simply calls `fn(*args)` here.
     """
-    if not (cfg.enabled and _ray_active()):
+    if not (cfg.enabled and ray_active()):
         return fn(*args)
     import ray
 
@@ -149,3 +154,19 @@ def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,
     if progress is not None:
         print(f"\r  {progress(time.time() - start)}   ", file=sys.stderr, flush=True)
     return ray.get(ref)
+
+
+def cluster_resources(cfg: RayConfig) -> dict[str, float]:
+    """The Ray cluster's total resources ({"CPU": 8.0, "GPU": 2.0, ...}); empty without Ray."""
+    if not (cfg.enabled and ray_active()):
+        return {}
+    import ray
+
+    return dict(ray.cluster_resources())
+
+
+def training_workers(resources: Mapping[str, float]) -> tuple[int, bool]:
+    """(workers, use_gpu) for a round's training on a cluster with `resources` (see `cluster_resources`): one Ray
+    Train worker per GPU when there are two or more, else one device task (the GPU if there is one)."""
+    gpus = int(resources.get("GPU", 0))
+    return (gpus, True) if gpus >= 2 else (1, gpus == 1)
