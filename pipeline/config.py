@@ -162,7 +162,6 @@ class RayConfig:
     enabled: bool = True  # false = run every stage serially in this process (debugging, tests)
     address: str = ""  # "" = start a local cluster; "auto" or "ray://..." joins one (also RAY_ADDRESS)
     num_cpus: int = field(default=0, metadata=_range(0))  # local cluster size; 0 = all cores
-    max_in_flight: int = field(default=0, metadata=_range(0))  # per-image tasks queued at once; 0 = 2 x CPUs
     task_memory_mb: int = field(default=600, metadata=_range(0))  # memory each per-image task declares
     actors: int = field(default=0, metadata=_range(0, **_feeds()))  # network actors of coarse/predict; 0 = one per GPU, or one per node without GPUs
     inference_batch: int = field(default=4, metadata=_range(1, **_feeds()))  # images per call of coarse/predict's read, network and write steps

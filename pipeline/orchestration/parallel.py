@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from pipeline.config import RayConfig
 
+IN_FLIGHT_PER_CPU = 2  # per-image tasks queued per cluster CPU: busy workers, driver memory bounded for any N
 TASK_RETRIES = 3  # re-runs of a task whose worker died (a node lost, out of memory)
 
 
@@ -84,7 +85,7 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
               num_cpus: float = 1.0, memory_mb: int | None = None, num_gpus: float = 0) -> list[Any]:
     """Run `fn(item)` for every item; results in item order.
 
-    With Ray, at most `cfg.max_in_flight` tasks (default 2 x cluster CPUs) are submitted at once, each declaring
+    With Ray, at most IN_FLIGHT_PER_CPU x the cluster's CPUs tasks are submitted at once, each declaring
     `num_cpus`, `num_gpus` and `memory_mb` (default `cfg.task_memory_mb`), retried TASK_RETRIES times if its worker
     dies.
     An exception raised by `fn` is re-raised here (Ray's error type subclasses the original).
@@ -103,7 +104,7 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     import ray
 
     cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-    limit = cfg.max_in_flight or max(2, 2 * cluster_cpus)
+    limit = max(2, IN_FLIGHT_PER_CPU * cluster_cpus)
     memory = (memory_mb if memory_mb is not None else cfg.task_memory_mb) * 2**20
     options: dict[str, Any] = dict(num_cpus=num_cpus, max_retries=TASK_RETRIES)
     if num_gpus:
