@@ -161,7 +161,7 @@ def batch_reference(records: list[Record], side: int, groups: str) -> dict[str, 
     """The algorithm before streaming: all of a group's maps in memory, batch statistics, then projection."""
     model = load_backbone(torch.device("cpu"))
     out = {}
-    for _, group in sorted(ddt._groups(records, groups).items()):
+    for _, group in sorted(ddt.group_records(records, groups).items()):
         images = {r.stem: read_image(r.image) for r in group}
         feats = {s: ddt.extract(model, im, side, torch.device("cpu")) for s, im in images.items()}
         mean, pc = batch_statistics(list(feats.values()))

@@ -7,6 +7,11 @@
     mean, pc = sums.statistics()
     for record, prob in project_images(pending_records, mean, pc, side, max_pixels): ...
 
+    # what stages/coarse.py runs: pass 1 per label group as a task, pass 2 per image on the actors of a sharded pass
+    group_statistics(group, dst, cfg.coarse, max_pixels)             # caches dst/_ddt/label_<id>.npz
+    projection = Projector(dst, keys)(backbone_input(image, side), record)   # [h, w], on the actor's device
+    prob = projection_probability(projection, image.shape[:2])         # [H, W], on a CPU
+
 All images sharing a label are one group (class-agnostic data: all images, `coarse.ddt_groups: image`: each image
 alone). The group's stride-32 descriptors of a frozen ImageNet EfficientNet-Lite0 (the 1280-channel classifier head
 map before pooling, image long side `coarse.image_side`) are pooled; their mean and first principal component define
@@ -130,11 +135,22 @@ class DDTSums:
         if self.n < 2:
             raise ValueError(f"DDT needs at least 2 descriptors, got {self.n}")
         mean = self.sum_x / self.n
-        cov = self.sum_xxT / self.n - np.outer(mean, mean)
-        _, vectors = np.linalg.eigh(cov)  # ascending eigenvalues
-        pc = vectors[:, -1]
+        pc = _leading_eigenvector(self.sum_xxT / self.n - np.outer(mean, mean))
         border_projection = (self.border_sum / self.border_n - mean) @ pc
         return mean, (-pc if border_projection > 0 else pc)
+
+
+def _leading_eigenvector(matrix: np.ndarray) -> np.ndarray:
+    """Unit eigenvector [C] of the largest eigenvalue of a symmetric matrix [C, C] (float64), computed on one thread:
+    a multi-threaded LAPACK splits the work, and so the last bits, by its thread count, and the statistics must be
+    the same bits in every process (serial run, Ray task) for the maps to be."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _, vectors = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(matrix, np.float64)))  # ascending
+    finally:
+        torch.set_num_threads(threads)
+    return vectors[:, -1].numpy()
 
 
 def project(feature_map: np.ndarray, mean: np.ndarray, pc: np.ndarray) -> np.ndarray:
@@ -193,7 +209,12 @@ def accumulate(records: Iterable[Record], side: int, max_pixels: int, model: Eff
 
 def probability(feature_map: np.ndarray, size: tuple[int, int], mean: np.ndarray, pc: np.ndarray) -> np.ndarray:
     """Foreground probability [H, W] of one image from its head map and the group's statistics."""
-    return piecewise_probability(upsample_to(project(feature_map, mean, pc), *size), 0.0)
+    return projection_probability(project(feature_map, mean, pc), size)
+
+
+def projection_probability(projection: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Foreground probability [H, W] from a DDT projection [h, w] (0 is the decision point)."""
+    return piecewise_probability(upsample_to(projection, *size), 0.0)
 
 
 def project_images(records: Iterable[Record], mean: np.ndarray, pc: np.ndarray, side: int, max_pixels: int,
@@ -204,14 +225,16 @@ def project_images(records: Iterable[Record], mean: np.ndarray, pc: np.ndarray, 
         yield r, probability(feature_map, size, mean, pc)
 
 
-def _groups(records: Sequence[Record], mode: str) -> dict[str, list[Record]]:
+def group_records(records: Sequence[Record], mode: str) -> dict[str, list[Record]]:
+    """Records by DDT group name: "label_<id>" (`coarse.ddt_groups: label`) or "image_<stem>" (`image`)."""
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         groups[f"label_{r.label}" if mode == "label" else f"image_{r.stem}"].append(r)
     return groups
 
 
-def _stems_key(records: Sequence[Record]) -> str:
+def stems_key(records: Sequence[Record]) -> str:
+    """The key a group's cached statistics are kept under: a hash of its stems."""
     return hashlib.sha256("\n".join(sorted(r.stem for r in records)).encode()).hexdigest()[:16]
 
 
@@ -237,11 +260,11 @@ def ddt_maps(records: Sequence[Record], dst: Path, cfg: CoarseConfig, max_pixels
     model, device = _backbone(None)
     side = cfg.image_side
     todo = {r.stem for r in pending(records, dst)}
-    for name, group in sorted(_groups(records, cfg.ddt_groups).items()):
+    for name, group in sorted(group_records(records, cfg.ddt_groups).items()):
         group_todo = [r for r in group if r.stem in todo]
         if not group_todo:
             continue
-        cache, key = dst / "_ddt" / f"{name}.npz", _stems_key(group)
+        cache, key = dst / "_ddt" / f"{name}.npz", stems_key(group)
         stats = _load_cached(cache, key) if cfg.ddt_groups == "label" else None
         if stats is None and len(group) == 1:  # one image (e.g. `ddt_groups: image`): one extraction, both passes
             ((r, feature_map, size),) = iter_features(group, model, side, device, max_pixels)
@@ -257,3 +280,47 @@ def ddt_maps(records: Sequence[Record], dst: Path, cfg: CoarseConfig, max_pixels
             if cfg.ddt_groups == "label":
                 _save_cached(cache, key, *stats)
         yield from project_images(group_todo, *stats, side, max_pixels, model)
+
+
+# --- the same two passes split for a sharded executor (stages/coarse.py) ------------------------------------------
+
+def group_statistics(group: Sequence[Record], dst: str, cfg: CoarseConfig, max_pixels: int) -> str:
+    """Pass 1 of one label group as its own task: computes and caches `dst/_ddt/<group>.npz` unless the cache already
+    holds this group's statistics; returns the group's name."""
+    name = f"label_{group[0].label}"
+    cache, key = Path(dst) / "_ddt" / f"{name}.npz", stems_key(group)
+    if _load_cached(cache, key) is None:
+        _save_cached(cache, key, *accumulate(group, cfg.image_side, max_pixels).statistics())
+    return name
+
+
+class Projector:
+    """Pass 2 on a device: an image's projection [h, w] from its backbone input [3, h', w'] (`backbone_input`).
+
+    `keys` maps each label group to its `stems_key`, whose statistics pass 1 cached in `dst/_ddt` (loaded once per
+    group); without `keys` (`coarse.ddt_groups: image`) each image is its own group, and its statistics come from
+    its own features. `projection_probability` turns the projection into the image's probability map."""
+
+    def __init__(self, dst: str, keys: dict[str, str] | None):
+        self.model, self.device = _backbone(None)
+        self.dst, self.keys = Path(dst), keys
+        self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @torch.no_grad()
+    def __call__(self, x: np.ndarray, record: Record) -> np.ndarray:
+        feature_map = head_features(self.model, torch.tensor(x)[None].to(self.device))[0].float().cpu().numpy()
+        if self.keys is None:
+            sums = DDTSums.zeros(feature_map.shape[0])
+            sums.add(feature_map)
+            return project(feature_map, *sums.statistics())
+        return project(feature_map, *self._group(f"label_{record.label}"))
+
+    def _group(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.stats:
+            cache = self.dst / "_ddt" / f"{name}.npz"
+            stats = _load_cached(cache, self.keys[name])
+            if stats is None:
+                raise FileNotFoundError(f"{cache}: DDT statistics of group {name} missing or stale "
+                                        "(pass 1, group_statistics, writes them)")
+            self.stats[name] = stats
+        return self.stats[name]
