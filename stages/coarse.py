@@ -6,10 +6,14 @@ For every record this writes `dst/<stem>.npz` = save_probs([1 - p, p], class_ids
 foreground probability at the image's full resolution, and then `dst/<stem>.png` = soft_to_mask(...) with
 `coarse.fg_threshold` / `coarse.bg_threshold` (between the two: 255, ignored by training). `coarse.method`:
 
-- `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.map_tasks`), tasks get paths + config only.
-- `ddt`, `cam`, `isnet`: CNN methods (DDT statistics per label group, CAM's classifier fine-tuned on all labels,
-  ISNet's salient-object map) run in one device task (`pipeline.orchestration.parallel.run_on_device`) that writes
-  the per-image files itself.
+- `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.map_tasks`), tasks get paths +
+  config only.
+- `ddt`, `cam`, `isnet`: CNN methods. What needs a whole group comes first: DDT's statistics, one device task per
+  label group (`map_on_devices`); CAM's classifier fine-tuned on all labels, one device task (`run_on_device`).
+  Then every pending image goes through one sharded pass (`pipeline.orchestration.sharded`): CPU tasks decode and
+  resize (`read_inputs`), actors on every GPU of the cluster (or on CPUs) run the network one image per forward
+  pass (`MapNetwork`: DDT's projection, the CAM, ISNet's saliency), CPU tasks upsample the map and write the files
+  (`write_maps`). Without Ray the same steps run in this process and write the same bytes.
 - `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
   part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With
   `[isnet, ddt]` or `[isnet, cam]` the label's class evidence steers the class-agnostic salient map.
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +38,8 @@ from pipeline.config import CoarseConfig
 from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import soft_to_mask
 from pipeline.orchestration.parallel import map_tasks, run_on_device
+from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, map_on_devices, record_rows,
+                                            replace_columns, run_inference)
 from pipeline.stage import Record, StageContext, pending
 
 
@@ -92,31 +100,72 @@ def fuse_one(job: CoarseJob) -> dict:
     return _mask_stats(job.stem, mask)
 
 
-def _device_task(method: str, records: tuple[Record, ...], num_classes: int, dst: str, cfg: CoarseConfig,
-                 max_pixels: int, seed: int) -> list[dict]:
-    """Device task for `ddt` / `cam` / `isnet`: computes every pending image's map of `records`, writes it into `dst`."""
-    import torch
+def read_inputs(batch: Batch, prepare: Callable[[np.ndarray], np.ndarray], max_pixels: int) -> Batch:
+    """CPU step of the CNN methods: decode each row's image and `prepare` the network's input from it."""
+    images = [read_image(path, max_pixels) for path in batch["path"]]
+    return {**batch, "input": [prepare(image) for image in images],
+            "height": np.array([im.shape[0] for im in images]), "width": np.array([im.shape[1] for im in images])}
 
-    torch.manual_seed(seed)
-    if method == "isnet":
-        from pipeline.coarse.salient import isnet_maps
 
-        maps = isnet_maps(records, Path(dst), cfg.isnet_weights, max_pixels)
-    elif method == "ddt":
-        from pipeline.coarse.ddt import ddt_maps
+class MapNetwork:
+    """Device step of the CNN methods: `network()` (built once per actor) maps each input to a score map."""
 
-        maps = ddt_maps(records, Path(dst), cfg, max_pixels, seed)
+    def __init__(self, network: Callable[[], Callable[[np.ndarray, Record], np.ndarray]]):
+        self.network = network()
+
+    def __call__(self, batch: Batch) -> Batch:
+        scores = [self.network(x, r) for x, r in zip(batch["input"], batch_records(batch))]
+        return replace_columns(batch, "input", score=scores)
+
+
+def write_maps(batch: Batch, finish: Callable[[np.ndarray, tuple[int, int]], np.ndarray], dst: str,
+               cfg: CoarseConfig) -> Batch:
+    """CPU step of the CNN methods: `finish` each score map into the image's probability, then `write_coarse`."""
+    stats = []
+    for record, score, h, w in zip(batch_records(batch), batch["score"], batch["height"], batch["width"]):
+        mask = write_coarse(Path(dst), record.stem, record.label, finish(np.asarray(score), (int(h), int(w))), cfg)
+        stats.append(_mask_stats(record.stem, mask))
+    return {"stem": batch["stem"], "fg": np.array([s["fg"] for s in stats]),
+            "ignore": np.array([s["ignore"] for s in stats])}
+
+
+def _network_pass(method: str, ctx: StageContext, dst: Path, todo: list[Record]) -> InferencePass:
+    """The sharded pass of `ddt` / `cam` / `isnet` over `todo`, after the group work it needs: DDT's statistics per
+    label group (one device task per group needing them), CAM's classifier (one device task)."""
+    from pipeline.coarse.features import backbone_input
+
+    cfg = ctx.cfg
+    if method == "ddt":
+        from pipeline.coarse import ddt
+
+        prepare, finish = partial(backbone_input, side=cfg.coarse.image_side), ddt.projection_probability
+        keys = None
+        if cfg.coarse.ddt_groups == "label":
+            groups = ddt.group_records(ctx.records, "label")
+            waiting = {f"label_{r.label}" for r in todo}
+            map_on_devices(partial(ddt.group_statistics, dst=str(dst), cfg=cfg.coarse, max_pixels=cfg.data.max_pixels),
+                           [tuple(g) for name, g in sorted(groups.items()) if name in waiting], cfg.ray,
+                           desc="coarse ddt statistics")
+            keys = {name: ddt.stems_key(g) for name, g in groups.items() if name in waiting}
+        network = partial(ddt.Projector, str(dst), keys)
     elif method == "cam":
-        from pipeline.coarse.cam import cam_maps
+        from pipeline.coarse import cam
 
-        maps = cam_maps(records, num_classes, Path(dst), cfg, max_pixels, seed)
+        prepare, finish = partial(backbone_input, side=cfg.coarse.image_side), cam.cam_probability
+        run_on_device(cam.fit_classifier, tuple(ctx.records), len(ctx.classes), dst, cfg.coarse,
+                      cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
+        key = cam.train_key(ctx.records, cfg.coarse, cfg.run.seed)
+        network = partial(cam.CamMapper, str(dst), len(ctx.classes), key, cam.imagenet_mode(ctx.records, cfg.coarse))
     else:
-        raise ValueError(f"coarse.method: {method!r} is not a device method (ddt, cam, isnet)")
-    results = []
-    for record, prob in maps:  # maps yields only pending records, one at a time (bounded memory)
-        mask = write_coarse(Path(dst), record.stem, record.label, prob, cfg)
-        results.append(_mask_stats(record.stem, mask))
-    return results
+        from pipeline.coarse import salient
+        from pipeline.models.weights import isnet_path
+
+        isnet_path(cfg.coarse.isnet_weights)  # missing weights: one clear error here, before any actor starts
+        prepare, finish = salient.isnet_input, salient.saliency_probability
+        network = partial(salient.Saliency, cfg.coarse.isnet_weights)
+    return InferencePass(load=partial(read_inputs, prepare=prepare, max_pixels=cfg.data.max_pixels),
+                         model=partial(MapNetwork, network),
+                         write=partial(write_maps, finish=finish, dst=str(dst), cfg=cfg.coarse))
 
 
 def _run_method(method: str, ctx: StageContext, dst: Path) -> list[dict]:
@@ -131,9 +180,8 @@ def _run_method(method: str, ctx: StageContext, dst: Path) -> list[dict]:
                           max_pixels=cfg.data.max_pixels, seed=cfg.run.seed) for r in todo]
         return map_tasks(saliency_one, jobs, cfg.ray, desc=f"coarse saliency {dst.name}")
     if method in ("ddt", "cam", "isnet"):
-        # Group statistics need every record of a group, finished or not; the task writes only pending ones.
-        return run_on_device(_device_task, method, tuple(ctx.records), len(ctx.classes), str(dst), cfg.coarse,
-                             cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
+        job = _network_pass(method, ctx, dst, todo)
+        return run_inference(job, record_rows(todo), cfg.ray, desc=f"coarse {method} {dst.name}")
     raise ValueError(f"coarse.fusion: unknown method {method!r} (choose from saliency, ddt, cam, isnet)")
 
 

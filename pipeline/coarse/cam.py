@@ -3,6 +3,11 @@
     cam = class_activation_map(head_map, weight)            # [1280, h, w], [1280] -> [h, w], max-normalised, >= 0
     for record, prob in cam_maps(records, num_classes, dst, cfg.coarse, max_pixels, seed): ...
 
+    # the same split for a sharded executor (stages/coarse.py): one fitting task, then any number of mappers
+    fit_classifier(records, num_classes, dst, cfg.coarse, max_pixels, seed)
+    mapper = CamMapper(dst, num_classes, train_key(records, cfg.coarse, seed), imagenet_mode(records, cfg.coarse))
+    prob = cam_probability(mapper(backbone_input(image, cfg.coarse.image_side), record), image.shape[:2])
+
 Fine-tuning (`coarse.cam_epochs` epochs, when the records hold >= 2 distinct labels): the ImageNet backbone up to
 its last block is frozen and its stride-32 features are extracted once; the 1x1 head conv (320 -> 1280, ImageNet
 init, BN kept in eval mode) and a new linear classifier over the foreground classes are trained with cross-entropy
@@ -14,7 +19,8 @@ Assumptions (the paper leaves them open): training only the head keeps fine-tuni
 then a few hundred 1x1-conv steps) and cannot destroy the pretrained localisation of the trunk; CAMs are
 ReLU'd and divided by their maximum, and CAM_DECISION (0.3 of the maximum, the usual CAM box threshold) maps to
 probability 0.5, linearly on each side. The classifier is kept in `dst/_cam/classifier.pt` with a key of the
-training set, so a resumed run reuses it; features are recomputed (cheap next to training).
+training set, so a resumed run reuses it. The maps are computed one image per forward pass, after the fitting,
+so each image's features are extracted twice (once to fit, once to map): the price of mapping on any device.
 """
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ from pipeline.config import CoarseConfig
 from pipeline.io import atomic_write_bytes, read_image
 from pipeline.stage import Record, pending
 
-from pipeline.coarse.features import image_to_tensor, load_backbone, pick_device, piecewise_probability, upsample_to
+from pipeline.coarse.features import (backbone_input, image_to_tensor, load_backbone, pick_device,
+                                      piecewise_probability, upsample_to)
 
 CAM_DECISION = 0.3  # CAM / max(CAM) at which a pixel is as likely object as not
 HEAD_LR = 1e-4  # pretrained 1x1 head conv: small steps
@@ -64,7 +71,8 @@ class CamHead(nn.Module):
         return self.fc(self.dropout(self.head_map(c32).mean(dim=(2, 3))))
 
 
-def _train_key(records: Sequence[Record], cfg: CoarseConfig, seed: int) -> str:
+def train_key(records: Sequence[Record], cfg: CoarseConfig, seed: int) -> str:
+    """The key the fine-tuned classifier is kept under in `dst/_cam/classifier.pt`: a hash of its training set."""
     text = "\n".join(f"{r.stem}:{r.label}" for r in records) + f"|{cfg.cam_epochs}|{cfg.image_side}|{seed}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -98,46 +106,73 @@ def fine_tune(head: CamHead, feats: list[torch.Tensor], targets: list[int], epoc
     return losses
 
 
-def cam_maps(records: Sequence[Record], num_classes: int, dst: Path, cfg: CoarseConfig, max_pixels: int,
-             seed: int) -> Iterator[tuple[Record, np.ndarray]]:
-    """Yield (record, foreground probability [H, W]) for every record still pending in `dst`."""
+def imagenet_mode(records: Sequence[Record], cfg: CoarseConfig) -> bool:
+    """The ImageNet classifier's CAM (no fine-tuning): `cam_epochs: 0`, or fewer than two distinct labels."""
+    return cfg.cam_epochs == 0 or len({r.label for r in records}) < 2
+
+
+def fit_classifier(records: Sequence[Record], num_classes: int, dst: Path, cfg: CoarseConfig, max_pixels: int,
+                   seed: int) -> None:
+    """Device task: fine-tune the head on every record and keep it in `dst/_cam/classifier.pt`; nothing to do in
+    ImageNet mode or when that file already holds the head of this training set."""
+    cache, key = Path(dst) / "_cam" / "classifier.pt", train_key(records, cfg, seed)
+    if imagenet_mode(records, cfg) or (cache.is_file() and
+                                       torch.load(cache, map_location="cpu", weights_only=True).get("key") == key):
+        return
     torch.manual_seed(seed)
     device = pick_device()
     backbone = load_backbone(device)
+    with torch.no_grad():
+        feats = [backbone.forward_features(image_to_tensor(read_image(r.image, max_pixels), cfg.image_side,
+                                                           backbone).to(device))[-1] for r in records]
+    head = CamHead(backbone, num_classes - 1).to(device)
+    fine_tune(head, feats, [r.label - 1 for r in records], cfg.cam_epochs, seed)
+    buf = io.BytesIO()
+    torch.save({"key": key, "head": head.state_dict()}, buf)
+    atomic_write_bytes(cache, buf.getvalue())
+
+
+class CamMapper:
+    """On a device: an image's CAM [h, w] from its backbone input [3, h', w'] (`backbone_input`) and label, with the
+    ImageNet classifier or the head `fit_classifier` kept under `key`. `cam_probability` makes it a probability."""
+
+    def __init__(self, dst: str, num_classes: int, key: str, imagenet: bool):
+        self.device = pick_device()
+        self.backbone = load_backbone(self.device)
+        self.head = CamHead(self.backbone, num_classes - 1).to(self.device)
+        self.imagenet = imagenet
+        if imagenet:
+            self.head.fc = self.backbone._fc
+        else:
+            cache = Path(dst) / "_cam" / "classifier.pt"
+            state = torch.load(cache, map_location=self.device, weights_only=True) if cache.is_file() else {}
+            if state.get("key") != key:
+                raise FileNotFoundError(f"{cache}: the fine-tuned CAM classifier is missing or stale "
+                                        "(fit_classifier writes it)")
+            self.head.load_state_dict(state["head"])
+        self.head.eval()
+
+    @torch.no_grad()
+    def __call__(self, x: np.ndarray, record: Record) -> np.ndarray:
+        c32 = self.backbone.forward_features(torch.tensor(x)[None].to(self.device))[-1]
+        head_map = self.head.head_map(c32)[0]
+        cls = int(self.head.fc(head_map.mean(dim=(1, 2)))[None].argmax()) if self.imagenet else record.label - 1
+        return class_activation_map(head_map, self.head.fc.weight[cls]).cpu().numpy()
+
+
+def cam_probability(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Foreground probability [H, W] from a CAM [h, w] (CAM_DECISION is the decision point)."""
+    return piecewise_probability(upsample_to(cam, *size), CAM_DECISION)
+
+
+def cam_maps(records: Sequence[Record], num_classes: int, dst: Path, cfg: CoarseConfig, max_pixels: int,
+             seed: int) -> Iterator[tuple[Record, np.ndarray]]:
+    """Yield (record, foreground probability [H, W]) for every record still pending in `dst`."""
     todo = pending(records, dst)
     if not todo:
         return
-    labels = sorted({r.label for r in records})
-    imagenet_mode = cfg.cam_epochs == 0 or len(labels) < 2
-    need = todo if imagenet_mode else records
-    feats: dict[str, torch.Tensor] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    with torch.no_grad():
-        for r in need:
-            image = read_image(r.image, max_pixels)
-            sizes[r.stem] = image.shape[:2]
-            feats[r.stem] = backbone.forward_features(image_to_tensor(image, cfg.image_side, backbone).to(device))[-1]
-    head = CamHead(backbone, num_classes - 1).to(device)
-    if imagenet_mode:
-        head.fc = backbone._fc
-    else:
-        cache, key = dst / "_cam" / "classifier.pt", _train_key(records, cfg, seed)
-        state = torch.load(cache, map_location=device, weights_only=True) if cache.is_file() else None
-        if state is not None and state.get("key") == key:
-            head.load_state_dict(state["head"])
-        else:
-            fine_tune(head, [feats[r.stem] for r in records], [r.label - 1 for r in records], cfg.cam_epochs, seed)
-            buf = io.BytesIO()
-            torch.save({"key": key, "head": head.state_dict()}, buf)
-            atomic_write_bytes(cache, buf.getvalue())
-    head.eval()
-    with torch.no_grad():
-        for r in todo:
-            head_map = head.head_map(feats[r.stem])[0]
-            if imagenet_mode:
-                cls = int(head.fc(head_map.mean(dim=(1, 2)))[None].argmax())
-            else:
-                cls = r.label - 1
-            cam = class_activation_map(head_map, head.fc.weight[cls]).cpu().numpy()
-            h, w = sizes[r.stem]
-            yield r, piecewise_probability(upsample_to(cam, h, w), CAM_DECISION)
+    fit_classifier(records, num_classes, dst, cfg, max_pixels, seed)
+    mapper = CamMapper(str(dst), num_classes, train_key(records, cfg, seed), imagenet_mode(records, cfg))
+    for r in todo:
+        image = read_image(r.image, max_pixels)
+        yield r, cam_probability(mapper(backbone_input(image, cfg.image_side), r), image.shape[:2])

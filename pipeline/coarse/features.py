@@ -2,6 +2,7 @@
 
     model = load_backbone(device)
     x = image_to_tensor(image, side=448)            # uint8 RGB [H, W, 3] -> normalised [1, 3, h, w], long side 448
+    x = backbone_input(image, side=448)             # the same as a numpy [3, h, w] (what a CPU step hands a device)
     c32 = model.forward_features(x.to(device))[-1]  # [1, 320, h/32, w/32]
     head = head_features(model, x.to(device))       # [1, 1280, h/32, w/32]: what DDT and CAM use
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.efficientnet_lite import EfficientNetLite0, load_lite0_imagenet
+from pipeline.models.efficientnet_lite import LITE0_MEAN, LITE0_STD, EfficientNetLite0, load_lite0_imagenet
 
 
 def pick_device() -> torch.device:
@@ -32,15 +33,21 @@ def load_backbone(device: torch.device) -> EfficientNetLite0:
 
 
 def image_to_tensor(image: np.ndarray, side: int, model: EfficientNetLite0 | None = None) -> torch.Tensor:
-    """Resize so the long side is `side` (aspect kept), scale to 0-1 and normalise with the backbone's mean/std."""
+    """Resize so the long side is `side` (aspect kept), scale to 0-1 and normalise with the backbone's mean/std
+    (`model`'s, by default EfficientNet-Lite0's)."""
     h, w = image.shape[:2]
     scale = side / max(h, w)
     size = (max(32, round(h * scale)), max(32, round(w * scale)))
     x = torch.from_numpy(np.array(image, np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-    mean = torch.tensor(model.mean if model is not None else (0.5, 0.5, 0.5)).view(1, 3, 1, 1)
-    std = torch.tensor(model.std if model is not None else (0.5, 0.5, 0.5)).view(1, 3, 1, 1)
+    mean = torch.tensor(model.mean if model is not None else LITE0_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(model.std if model is not None else LITE0_STD).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def backbone_input(image: np.ndarray, side: int) -> np.ndarray:
+    """`image_to_tensor` for the EfficientNet-Lite0 backbone as float32 [3, h, w] (resized and normalised on a CPU)."""
+    return image_to_tensor(image, side)[0].numpy()
 
 
 def head_features(model: EfficientNetLite0, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Salient-object maps from ISNet: the coarse method of the second track (`coarse.method: isnet`).
 
-    for record, prob in isnet_maps(records, dst, weights="", max_pixels=40_000_000): ...   # pending records only
+    x = isnet_input(image)                                    # [3, 1024, 1024] float32, resized and normalised
+    saliency = Saliency(weights)(x, record)                   # [1024, 1024] in [0, 1], on the actor's device
+    prob = saliency_probability(saliency, image.shape[:2])    # back at the image size
 
 ISNet (pipeline/models/isnet.py) was trained with pixel masks on DIS5K, other data than ours: a run that uses it is
 weakly supervised by image-level labels *plus* a saliency network, the "S" track of weakly supervised segmentation
@@ -8,39 +10,46 @@ tables, and its numbers are reported apart from the image-level-only track. The 
 label names its class, and fusing it with the label's class evidence (`coarse.fusion: [isnet, ddt]`) lets the label
 pick its object among the salient ones (stages/coarse.py).
 
-Images are read and predicted `ISNET_BATCH` at a time on the task's device: bf16 autocast and channels_last on
-CUDA, float32 on CPU. A resumed run predicts only the images still pending.
+Resizing to and from the network's 1024 x 1024 runs on a CPU; the network runs on the device (bf16 autocast and
+channels_last on CUDA, float32 on CPU), one image per forward pass, so an image's map never depends on which images
+share a batch. stages/coarse.py runs these three steps on the pending images, sharded over the cluster's devices.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator, Sequence
-
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pipeline.coarse.features import pick_device
-from pipeline.io import read_image
-from pipeline.models.isnet import load_isnet_onnx, predict_saliency_batch
+from pipeline.models.isnet import ISNET_SIZE, load_isnet_onnx, network_input
 from pipeline.models.weights import isnet_path
-from pipeline.stage import Record, pending
-
-ISNET_BATCH = 4  # images per forward pass (1024 x 1024 each)
+from pipeline.stage import Record
 
 
-def isnet_maps(records: Sequence[Record], dst: Path, weights: str, max_pixels: int) -> Iterator[tuple[Record, np.ndarray]]:
-    """Yield (record, foreground probability [H, W]) for every record still pending in `dst`."""
-    todo = pending(records, dst)
-    if not todo:
-        return
-    device = pick_device()
-    model = load_isnet_onnx(isnet_path(weights)).to(device).eval()
-    on_cuda = device.type == "cuda"
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    for start in range(0, len(todo), ISNET_BATCH):
-        batch = todo[start:start + ISNET_BATCH]
-        images = [read_image(r.image, max_pixels) for r in batch]
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
-            probs = predict_saliency_batch(model, images, batch_size=ISNET_BATCH)
-        yield from zip(batch, probs)
+def isnet_input(image: np.ndarray) -> np.ndarray:
+    """The network's input [3, 1024, 1024] float32 for an RGB uint8 image (resized on this CPU)."""
+    return network_input(np.array(image, np.uint8), ISNET_SIZE, torch.device("cpu"))[0].numpy()  # a writable copy
+
+
+class Saliency:
+    """ISNet on this process's device (loaded once); maps an `isnet_input` to its saliency [1024, 1024] in [0, 1]."""
+
+    def __init__(self, weights: str):
+        self.device = pick_device()
+        self.model = load_isnet_onnx(isnet_path(weights)).to(self.device).eval()
+        self.on_cuda = self.device.type == "cuda"
+        if self.on_cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray, record: Record | None = None) -> np.ndarray:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_cuda):
+            prob = self.model(torch.tensor(x)[None].to(self.device)).float()
+        return prob[0, 0].cpu().numpy()
+
+
+def saliency_probability(saliency: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The saliency map resized (bilinear) to the image size [H, W], in [0, 1]."""
+    t = torch.from_numpy(np.asarray(saliency, np.float32))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].clamp_(0.0, 1.0).numpy()
+

@@ -209,7 +209,7 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"predict_saliency expects an RGB uint8 array [H, W, 3], got {got}")
 
 
-def _network_input(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+def network_input(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """[1, 3, size, size] float32: the RGB uint8 image resized bilinearly, then (x - 128) / 256."""
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -231,7 +231,7 @@ def predict_saliency_batch(model: ISNet, images: Sequence[np.ndarray], size: int
     results = []
     for start in range(0, len(images), batch_size):
         group = images[start:start + batch_size]
-        probs = model(torch.cat([_network_input(img, size, device) for img in group])).float()
+        probs = model(torch.cat([network_input(img, size, device) for img in group])).float()
         for img, prob in zip(group, probs):
             back = F.interpolate(prob[None], size=img.shape[:2], mode="bilinear", align_corners=False)
             results.append(back[0, 0].clamp_(0.0, 1.0).cpu().numpy())
