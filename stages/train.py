@@ -8,8 +8,11 @@ loss). Output: `dst/model.pt` (final weights, written last by pipeline.learn.eng
 `dst/log.csv`.
 
 The whole training run is one device task (`pipeline.orchestration.parallel.run_on_device`): a GPU when the Ray
-cluster has one (bf16 autocast, channels_last per `train.amp` / `train.channels_last`), otherwise all the cluster's
-CPUs. Only paths and configs travel to the task; it reads images and masks from disk.
+cluster has one (bf16 autocast, channels_last per `train.amp` / `train.channels_last`), otherwise all the CPUs of
+its largest node. A cluster with two or more GPUs trains data parallel with Ray Train instead, one worker per GPU
+(`train_on_gpus`, decided by `training_workers`): `train.batch_size` is per worker, so a step sees workers x batch
+images, and BatchNorm statistics are per worker (pipeline/learn/distributed.py). Only paths and configs travel to
+the workers; they read images and masks from disk.
 
 Round k > 1 starts from round k-1's `model.pt` (round 1 from the ImageNet backbone).
 Round k trains at peak learning rate `train.lr x rounds.lr_decay^(k-1)`: as every later round starts from the
@@ -21,39 +24,73 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config, TrainConfig
-from pipeline.orchestration.parallel import run_on_device
+from pipeline.orchestration.parallel import cluster_resources, run_on_device, training_workers
 from pipeline.stage import Record, StageContext, network_outputs
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def round_model(cfg: Config, num_classes: int, warm_start: str | None) -> nn.Module:
+    """The round's network: `num_classes` is the data set's (2 outputs with `rounds.foreground_network`); loaded from
+    the previous round's weights when `warm_start` is given."""
+    import torch
+
+    from pipeline.models import build_model
+
+    model = build_model(cfg.model, network_outputs(cfg, num_classes))
+    if warm_start:
+        model.load_state_dict(torch.load(warm_start, map_location="cpu", weights_only=True))
+    return model
+
+
+def round_dataset(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, mean: tuple, std: tuple):
+    """The pseudo-labels `src/<stem>.png` of `records` with the training augmentation (every class >= 1 becomes
+    foreground with `rounds.foreground_network`)."""
+    from pipeline.data.transforms import TrainTransform
+    from pipeline.data.weak import PseudoLabelDataset
+
+    transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter, mean, std)
+    return PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes,
+                              foreground_only=cfg.rounds.foreground_network)
 
 
 def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
                warm_start: str | None) -> dict:
-    """Device task: build the network, optionally load warm-start weights, train, return a small summary.
-
-    `num_classes` is the data set's; with `rounds.foreground_network` the network has 2 outputs and every
-    pseudo-label class >= 1 is trained as foreground."""
+    """Device task: build the network, optionally load warm-start weights, train, return a small summary."""
     import torch
 
-    from pipeline.data.transforms import TrainTransform
-    from pipeline.data.weak import PseudoLabelDataset
     from pipeline.learn.engine import train_model
-    from pipeline.models import build_model
 
     torch.manual_seed(cfg.run.seed + round_)
-    model = build_model(cfg.model, network_outputs(cfg, num_classes))
-    if warm_start:
-        model.load_state_dict(torch.load(warm_start, map_location="cpu", weights_only=True))
-    transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter,
-                               model.mean, model.std)
-    dataset = PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes,
-                                 foreground_only=cfg.rounds.foreground_network)
+    model = round_model(cfg, num_classes, warm_start)
+    dataset = round_dataset(cfg, records, num_classes, src, model.mean, model.std)
     start = time.time()
     train_cfg = round_train_config(cfg, round_)
     path = train_model(model, dataset, train_cfg, Path(dst), seed=cfg.run.seed + round_, resume=True)
     return {"model": str(path), "iterations": train_cfg.iterations, "lr": train_cfg.lr,
             "seconds": round(time.time() - start, 2), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def train_on_gpus(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
+                  warm_start: str | None, workers: int) -> dict:
+    """Ray Train data parallel over `workers` GPUs (`pipeline.learn.distributed`): every worker builds the network
+    and data set itself, `train.batch_size` images per worker and step; rank 0 writes `dst` (resumable, as above)."""
+    from pipeline.learn.distributed import train_distributed
+
+    probe = round_model(cfg, num_classes, None)  # the normalisation the data set needs
+    start = time.time()
+    train_cfg = round_train_config(cfg, round_)
+    path = train_distributed(partial(round_model, cfg, num_classes, warm_start),
+                             partial(round_dataset, cfg, records, num_classes, src, probe.mean, probe.std),
+                             train_cfg, Path(dst), seed=cfg.run.seed + round_, num_workers=workers, use_gpu=True)
+    return {"model": str(path), "iterations": train_cfg.iterations, "lr": train_cfg.lr,
+            "seconds": round(time.time() - start, 2), "device": f"cuda x {workers} (Ray Train)"}
 
 
 def round_train_config(cfg: Config, round_: int) -> TrainConfig:
@@ -74,9 +111,14 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
         if not previous.is_file():
             raise FileNotFoundError(f"{previous}: round {ctx.round} starts from the previous round's weights")
         warm = str(previous)
+    workers, _ = training_workers(cluster_resources(ctx.cfg.ray))
+    if workers > 1:
+        return train_on_gpus(ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round, warm,
+                             workers)
     return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
-                         warm, cfg=ctx.cfg.ray, progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations,
-                                                                     ctx.cfg.train.batch_size, elapsed))
+                         warm, cfg=ctx.cfg.ray,
+                         progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations,
+                                                                    ctx.cfg.train.batch_size, elapsed))
 
 
 def training_progress(dst: Path, iterations: int, batch_size: int, elapsed: float) -> str:
