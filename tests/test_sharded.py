@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fake_run import CLASSES, STEMS, make_run
-from pipeline.config import RayConfig, load_config
+from pipeline.config import load_config
 from pipeline.data.weak import load_weak_dataset
 from pipeline.orchestration.parallel import training_workers
 from pipeline.orchestration.sharded import FILE_CPUS, ActorPlan, inference_actors

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -178,9 +178,8 @@ def run_inference(job: InferencePass, rows: Sequence[Mapping[str, Any]], cfg: Ra
     return sorted(summaries, key=lambda s: order[s["stem"]])
 
 
-def _sharded(job: InferencePass, rows: list[dict], cfg: RayConfig):
+def _sharded(job: InferencePass, rows: list[dict], cfg: RayConfig) -> Iterator[Batch]:
     """The pass on Ray Data; yields `write`'s summary batches as they finish."""
-    import ray
     import ray.data
 
     plan = cluster_actors(cfg)
