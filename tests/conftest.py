@@ -8,10 +8,11 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Every test runs torch on one thread: the tests' small tensors gain nothing from two, and two threads on a
-    shared 2-core machine can run many times slower."""
+    """The whole session runs torch on one thread, module-scoped fixtures included: the tests' small tensors gain
+    nothing from two, two threads on a shared 2-core machine can run many times slower, and CPU kernels change their
+    last bits with the thread count, so runs compared byte for byte (in-process vs subprocess) must agree on it."""
     import torch
 
     threads = torch.get_num_threads()

@@ -173,7 +173,7 @@ def batch_reference(records: list[Record], side: int, groups: str) -> dict[str, 
 @pytest.fixture()
 def extracted(monkeypatch) -> list[str]:
     """Stems in the order the backbone sees them (every extraction, both passes)."""
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with 2
+
     seen: list[str] = []
     real = ddt.iter_features
 
