@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import Config, load_config
+from pipeline.config import load_config
 from pipeline.data.datasets import open_dataset
-from pipeline.io import write_json
-from pipeline.learn.engine import applies, build_optimizer, train_model
+from pipeline.learn.engine import applies, build_optimizer
 from pipeline.learn.losses import SegLoss
 from stages.full import make_model, make_train_set, score
+from stages.full import run as run_full
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
 CPU = torch.device("cpu")
@@ -106,30 +106,6 @@ def seconds_per_step(args: argparse.Namespace) -> float:
         if step > 0:
             times.append(time.time() - start)
     return float(np.median(times))
-
-
-def train_and_score(cfg: Config) -> dict:
-    """stages.full.run's single-process path without validation during training (no time spent on it, no best.pt):
-    trains on the CPU, scores the last weights (model.pt) on the whole val split, writes full/metrics.json."""
-    out_dir = Path(cfg.run.root) / cfg.run.name / "full"
-    train_set = open_dataset(cfg.full, cfg.full.train_split)  # fail early on a wrong layout
-    val_set = open_dataset(cfg.full, cfg.full.val_split)
-    model = make_model(cfg, train_set.num_classes)
-    start = time.time()
-    weights = train_model(model, make_train_set(cfg, model.mean, model.std), cfg.train, out_dir,
-                          seed=cfg.run.seed, device="cpu")
-    train_s = time.time() - start
-    model = make_model(cfg, train_set.num_classes)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    scores = score(model.eval(), val_set, cfg, "cpu", test_time=True)
-    summary = {"dataset": cfg.full.dataset, "val_images": len(val_set), "train_images": len(train_set),
-               "weights": "model.pt", "train_seconds": round(train_s, 1), "iterations": cfg.train.iterations,
-               "miou": scores["miou"], "pixel_acc": scores["pixel_acc"], "per_class_iou": scores["per_class_iou"],
-               "model": {"backbone": cfg.model.backbone, "srm": cfg.model.srm, "crm": cfg.model.crm}}
-    write_json(out_dir / "metrics.json", summary)
-    print(f"{cfg.full.dataset} val mIoU {100 * summary['miou']:.1f}  pixel acc {100 * summary['pixel_acc']:.1f} "
-          f"(model.pt, {len(val_set)} images)")
-    return summary
 
 
 def evaluate_finished_run(args: argparse.Namespace) -> None:
@@ -195,7 +171,7 @@ def main() -> None:
         print(f"variant {args.variant}: {sec:.2f} s/step -> {iterations} iterations in {args.minutes} min", flush=True)
     cfg = load_config(CONFIG, overrides=overrides(args, iterations))
     start = time.time()
-    summary = train_and_score(cfg)
+    summary = run_full(cfg, validate=False)  # the budget is training time: no validation, last weights scored
     summary.update(variant=args.variant, seconds_per_step_probe=None if sec is None else round(sec, 3),
                    total_seconds=round(time.time() - start), budget_minutes=args.minutes,
                    input_scale=args.input_scale, crop=list(args.crop), batch=args.batch,

@@ -163,7 +163,9 @@ class RayConfig:
     address: str = ""  # "" = start a local cluster; "auto" or "ray://..." joins one (also RAY_ADDRESS)
     num_cpus: int = field(default=0, metadata=_range(0))  # local cluster size; 0 = all cores
     task_memory_mb: int = field(default=600, metadata=_range(0))  # memory each per-image task declares
-    actors: int = field(default=0, metadata=_range(0, **_feeds()))  # network actors of coarse/predict; 0 = one per GPU, or one per node without GPUs
+    # network actors of coarse/predict (sharded on Ray Data); 0 = one per GPU, or one per node of a CPU-only cluster,
+    # and on a single CPU-only node one device task instead
+    actors: int = field(default=0, metadata=_range(0, **_feeds()))
     inference_batch: int = field(default=4, metadata=_range(1, **_feeds()))  # images per call of coarse/predict's read, network and write steps
     temp_dir: str = "/tmp/coarse2fine-ray"  # local cluster session files
 

@@ -56,8 +56,11 @@ def make_val_fn(cfg: Config, device: str):
     return partial(score, pairs=val, cfg=cfg, device=device, test_time=False)
 
 
-def run(cfg: Config) -> dict:
-    """Train cfg.model on cfg.full's data set with cfg.train, evaluate on its val split; returns the summary."""
+def run(cfg: Config, validate: bool = True) -> dict:
+    """Train cfg.model on cfg.full's data set with cfg.train, evaluate on its val split; returns the summary.
+
+    `validate=False` skips validation during training (no time spent on it, no best.pt): the last weights are
+    evaluated, as a fixed training budget (benchmarks/camvid_budget.py) needs."""
     out_dir = Path(cfg.run.root) / cfg.run.name / "full"
     train_set = open_dataset(cfg.full, cfg.full.train_split)  # fail early on a wrong layout
     val_set = open_dataset(cfg.full, cfg.full.val_split)
@@ -74,11 +77,11 @@ def run(cfg: Config) -> dict:
             weights = train_distributed(
                 partial(make_model, cfg, num_classes), partial(make_train_set, cfg, mean, std), cfg.train, out_dir,
                 seed=cfg.run.seed, num_workers=cfg.full.num_workers, use_gpu=cfg.full.use_gpu,
-                make_val_fn=partial(make_val_fn, cfg, "cpu"))
+                make_val_fn=partial(make_val_fn, cfg, "cpu") if validate else None)
     else:
         model = make_model(cfg, num_classes)
         weights = train_model(model, make_train_set(cfg, model.mean, model.std), cfg.train, out_dir,
-                              seed=cfg.run.seed, device=device, val_fn=make_val_fn(cfg, device))
+                              seed=cfg.run.seed, device=device, val_fn=make_val_fn(cfg, device) if validate else None)
     train_s = time.time() - start
 
     model = make_model(cfg, num_classes).to(device)

@@ -106,3 +106,11 @@ def test_sharded_errors_reach_the_caller_with_their_type(tmp_path, ray_cluster):
 
     with pytest.raises(ImageError, match="c.png"):
         predict.run(ctx, run_dir / "round1" / "train", tmp_path / "pred")
+
+
+def test_one_cpu_node_runs_passes_in_one_device_task_unless_actors_are_asked_for(ray_cluster):
+    from pipeline.config import RayConfig
+    from pipeline.orchestration.sharded import shard
+
+    assert not shard(RayConfig())  # the test cluster: one node, two CPUs, no GPU
+    assert shard(RayConfig(actors=1))

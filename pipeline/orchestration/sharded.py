@@ -21,6 +21,10 @@ tasks also declare `ray.task_memory_mb`, so their resources differ from the acto
 into the actors (which would make a device decode files). Only with `ray.task_memory_mb: 0` and a CPU share of
 exactly FILE_CPUS would it fuse reading into CPU actors: the same results, without the overlap.
 
+Sharding pays when there are several devices to fill: a cluster with GPUs or with several nodes, or `ray.actors`
+set. On a single CPU-only node (`ray.actors: 0`) the three functions run instead in one device task holding the
+node's CPUs (`run_on_device`), which spares the actors' start-up and keeps the driver light.
+
 Without Ray (`ray.enabled: false`) the same three functions run in this process, `ray.inference_batch` rows at a
 time. The device steps predict one image per forward pass, so an image's output never depends on which images
 share its batch, and `ray.inference_batch` only sets how many rows one call handles. Serial and sharded runs thus
@@ -38,7 +42,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from pipeline.config import RayConfig
-from pipeline.orchestration.parallel import Progress, map_tasks, ray_active
+from pipeline.orchestration.parallel import Progress, map_tasks, ray_active, run_on_device
 from pipeline.stage import Record
 
 Batch = dict[str, Any]  # column -> numpy array (or a list of arrays of varying shapes)
@@ -162,20 +166,44 @@ def run_inference(job: InferencePass, rows: Sequence[Mapping[str, Any]], cfg: Ra
     rows = [dict(r) for r in rows]
     if not rows:
         return []
+    order = {row["stem"]: i for i, row in enumerate(rows)}
+    if cfg.enabled and ray_active() and not shard(cfg):  # one CPU node: the whole pass in one device task
+        summaries = run_on_device(_in_process, job, rows, cfg.inference_batch, desc, cfg=cfg)
+        return sorted(summaries, key=lambda s: order[s["stem"]])
     progress = Progress(desc, len(rows))
-    summaries: list[dict] = []
-    if cfg.enabled and ray_active():
-        batches = _sharded(job, rows, cfg)
-    else:
-        step = job.model()
-        batches = (job.write(step(job.load(to_batch(rows[i:i + cfg.inference_batch]))))
-                   for i in range(0, len(rows), cfg.inference_batch))
+    summaries = []
+    batches = _sharded(job, rows, cfg) if cfg.enabled and ray_active() else _serial(job, rows, cfg.inference_batch)
     for batch in batches:
         done = batch_rows(batch)
         summaries.extend(done)
         progress.update(len(done))
-    order = {row["stem"]: i for i, row in enumerate(rows)}
     return sorted(summaries, key=lambda s: order[s["stem"]])
+
+
+def shard(cfg: RayConfig) -> bool:
+    """Whether a pass runs sharded on Ray Data: `ray.actors` set, or the cluster has GPUs or several nodes."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return cfg.actors > 0 or len(nodes) > 1 or any(r.get("GPU", 0) >= 1 for r in nodes)
+
+
+def _serial(job: InferencePass, rows: list[dict], size: int) -> Iterator[Batch]:
+    """The pass in this process, `size` rows at a time."""
+    step = job.model()
+    for i in range(0, len(rows), size):
+        yield job.write(step(job.load(to_batch(rows[i:i + size]))))
+
+
+def _in_process(job: InferencePass, rows: list[dict], size: int, desc: str) -> list[dict]:
+    """The serial pass as one task: every row's summary (progress goes to the task's log)."""
+    progress = Progress(desc, len(rows))
+    summaries: list[dict] = []
+    for batch in _serial(job, rows, size):
+        done = batch_rows(batch)
+        summaries.extend(done)
+        progress.update(len(done))
+    return summaries
 
 
 def _sharded(job: InferencePass, rows: list[dict], cfg: RayConfig) -> Iterator[Batch]:
