@@ -87,6 +87,16 @@ def foreground_iou(mask: np.ndarray, reference: np.ndarray) -> float:
     return float((a & b).sum()) / union if union else 1.0
 
 
+@dataclass(frozen=True)
+class Labels:
+    """One image's soft map over `class_ids`, its pseudo-label and the pixels dropped to ignore."""
+
+    soft: np.ndarray
+    class_ids: np.ndarray
+    mask: np.ndarray
+    dropped: np.ndarray
+
+
 def pseudo_label(soft: np.ndarray, class_ids: np.ndarray, dropped: np.ndarray) -> np.ndarray:
     """Arg-max class id per pixel, 255 where `dropped` (an unlabelled class won there)."""
     mask = confident_argmax(soft, class_ids, 0.0)
@@ -111,16 +121,6 @@ def round_ensemble(labels: Labels, record: Record, run_dir: Path, round_: int) -
     prev, prev_ids = load_matching_probs(previous, labels.soft, record)
     soft, class_ids = mix_probs(labels.soft, labels.class_ids, prev, prev_ids, (round_ - 1) / round_)
     return Labels(soft, class_ids, pseudo_label(soft, class_ids, labels.dropped), labels.dropped)
-
-
-@dataclass(frozen=True)
-class Labels:
-    """One image's soft map over `class_ids`, its pseudo-label and the pixels dropped to ignore."""
-
-    soft: np.ndarray
-    class_ids: np.ndarray
-    mask: np.ndarray
-    dropped: np.ndarray
 
 
 def image_labels(probs: np.ndarray, record: Record, cfg: Config, round_: int, run_dir: Path) -> tuple[Labels, bool]:
