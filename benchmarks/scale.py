@@ -1,0 +1,217 @@
+"""Pseudo-labels at scale: memory, throughput and disk of coarse -> crf -> 1 round -> crf as N grows.
+
+    .venv/bin/python benchmarks/scale.py                                     # N = 1,000 and 10,000 at 120 x 160
+    .venv/bin/python benchmarks/scale.py --sizes 1000 10000 --shape 480 640 --json runs/scale.json
+    .venv/bin/python benchmarks/scale.py --sizes 300 --address 127.0.0.1:6379   # join a running cluster
+
+For each N: N demo images at one fixed size (`pipeline.data.demo.generate`, made in parallel chunks and cached under
+--root), class-agnostic, so DDT forms ONE group of all N images (the memory worst case). Then `coarse2fine run`
+runs as a subprocess: coarse (DDT) -> crf -> round 1 (--iterations training steps) -> predict -> crf. Every 0.5 s
+this script samples
+  - the summed RSS of the driver and all its descendants (a local Ray cluster: GCS, raylet, every worker); with
+    --address also every process under that cluster's --temp-dir (its raylets and their workers);
+  - the driver's own peak RSS (VmHWM);
+  - the growth of /dev/shm's used bytes since the start: the pages Ray's object store (plasma) has touched, an upper
+    bound of its peak use (the store lives in an unlinked /dev/shm file).
+It prints, per N: images/s of every stage (from its manifest's seconds; training is per step, not per image), the
+peaks, and bytes on disk per image per stage; then the ratios of the last N to the first, against issue 29's targets
+(peak memory <= 1.2x, per-image throughput >= 0.9x, driver memory flat). `--json PATH` writes the same figures.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.pipeline_demo import _tree_rss  # noqa: E402
+from pipeline.data.demo import generate  # noqa: E402
+from pipeline.io import load_mask, save_mask  # noqa: E402
+
+MIB = 2**20
+PER_IMAGE = ("coarse", "crf", "round1/predict", "round1/crf")  # stages that visit every image once
+
+
+def _chunk(args: tuple[Path, int, int, tuple[int, int]]) -> None:
+    folder, count, seed, shape = args
+    generate(folder, count, seed, shape)
+
+
+def make_images(folder: Path, n: int, shape: tuple[int, int], workers: int) -> Path:
+    """N images of `shape` in `folder` (cached: `.complete`), masks made binary (0 / 255) for class-agnostic scoring.
+    Chunks of 500 are generated in parallel, each from its own seed, and merged under chunk-prefixed names."""
+    if (folder / ".complete").is_file():
+        return folder
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    chunks = [(tmp / f"chunk{k}", min(500, n - start), k, shape) for k, start in enumerate(range(0, n, 500))]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_chunk, chunks))
+    (tmp / "images").mkdir()
+    (tmp / "masks").mkdir()
+    for k, (chunk, *_rest) in enumerate(chunks):
+        for image in sorted((chunk / "images").iterdir()):
+            image.rename(tmp / "images" / f"c{k:03d}_{image.name}")
+            mask = chunk / "masks" / image.name
+            save_mask(tmp / "masks" / f"c{k:03d}_{image.name}", (load_mask(mask) > 0).astype(np.uint8) * 255)
+        shutil.rmtree(chunk)
+    (tmp / ".complete").write_text(f"n={n} shape={shape}\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def write_config(path: Path, data: Path, runs: Path, name: str, shape: tuple[int, int], iterations: int) -> None:
+    side = min(448, max(shape))  # the CNN sees images at their own size, up to base.yaml's 448
+    path.write_text(f"""base: {ROOT / 'configs' / 'base.yaml'}
+run: {{name: {name}, root: {runs}}}
+data: {{kind: folder, root: {data}, labels: '', classes: '', class_agnostic: true, gt_foreground_value: 255,
+       gt_ignore_values: []}}
+coarse: {{method: ddt, ddt_groups: label, image_side: {side}}}
+train: {{iterations: {iterations}, checkpoint_every: {iterations}, log_every: {max(iterations // 4, 1)}}}
+rounds: {{count: 1}}
+""")
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cluster_roots(temp_dir: str) -> list[int]:
+    """Processes whose command line names `temp_dir` (a `ray start` cluster's GCS, raylets, agents)."""
+    pids = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if temp_dir.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
+                pids.append(int(name))
+        except OSError:
+            continue
+    return pids
+
+
+def _shm_used() -> int:
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def measured_run(cmd: list[str], cluster_temp: str) -> dict:
+    """Run `cmd`; its seconds and peaks: RSS of the whole tree (+ the cluster's processes), driver, /dev/shm growth."""
+    shm0 = _shm_used()
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    peaks = {"all": 0, "driver": 0, "shm": 0}
+    roots = _cluster_roots(cluster_temp) if cluster_temp else []
+
+    def sample() -> None:
+        while proc.poll() is None:
+            total = _tree_rss(proc.pid) + sum(_tree_rss(pid) for pid in roots)
+            peaks["all"] = max(peaks["all"], total)
+            peaks["driver"] = max(peaks["driver"], _status_kib(proc.pid, "VmHWM") * 1024)
+            peaks["shm"] = max(peaks["shm"], _shm_used() - shm0)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    code = proc.wait()
+    thread.join()
+    if code:
+        raise SystemExit(f"{' '.join(cmd)} exited with {code}")
+    return {"seconds": time.time() - start, **peaks}
+
+
+def stage_figures(run_dir: Path, n: int) -> tuple[dict, dict, dict]:
+    """Per stage: images/s (steps/s for training), bytes on disk per image, and the score of its scored output."""
+    rate, disk, score = {}, {}, {}
+    for manifest in sorted(run_dir.rglob("manifest.json")):
+        stage = manifest.parent.relative_to(run_dir).as_posix()
+        summary = json.loads(manifest.read_text()).get("summary", {})
+        seconds = max(summary.get("seconds", 0.0), 1e-9)
+        rate[stage] = round((n if stage in PER_IMAGE else summary.get("iterations", 0)) / seconds, 3)
+        disk[stage] = round(sum(p.stat().st_size for p in manifest.parent.rglob("*") if p.is_file()) / n)
+        scores = manifest.parent / "scores.json"
+        if scores.is_file():
+            score[stage] = json.loads(scores.read_text()).get("fg_jaccard")
+    return rate, disk, score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="values of N, in order")
+    parser.add_argument("--shape", type=int, nargs=2, default=[120, 160], metavar=("H", "W"), help="image size")
+    parser.add_argument("--iterations", type=int, default=20, help="round 1's training steps")
+    parser.add_argument("--root", default="runs/scale", help="images, configs and runs go here")
+    parser.add_argument("--address", default="", help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("--cluster-temp", default="", help="that cluster's `ray start --temp-dir` (its processes' "
+                        "memory is then counted too)")
+    parser.add_argument("--set", action="append", default=[], help="extra config override, e.g. ray.actors=2")
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the run folders (default: remove after measuring)")
+    args = parser.parse_args()
+
+    root = (ROOT / args.root).resolve()
+    shape = tuple(args.shape)
+    runs = []
+    for n in args.sizes:
+        t0 = time.time()
+        data = make_images(root / f"data_{n}_{shape[0]}x{shape[1]}", n, shape, os.cpu_count() or 1)
+        print(f"N={n}: images ready in {time.time() - t0:.0f} s", flush=True)
+        name = f"run_{n}_{shape[0]}x{shape[1]}"
+        shutil.rmtree(root / name, ignore_errors=True)
+        config = root / f"{name}.yaml"
+        write_config(config, data, root, name, shape, args.iterations)
+        cmd = [sys.executable, "orchestrate.py", "run", "--config", str(config)]
+        cmd += [a for s in args.set for a in ("--set", s)] + (["--address", args.address] if args.address else [])
+        peaks = measured_run(cmd, args.cluster_temp)
+        rate, disk, score = stage_figures(root / name, n)
+        runs.append({"n": n, "shape": list(shape), "seconds": round(peaks["seconds"], 1),
+                     "peak_rss_all_mib": round(peaks["all"] / MIB, 1), "driver_rss_mib": round(peaks["driver"] / MIB, 1),
+                     "object_store_peak_mib": round(peaks["shm"] / MIB, 1), "images_per_s": rate,
+                     "disk_bytes_per_image": disk, "fg_jaccard": score})
+        if not args.keep:
+            shutil.rmtree(root / name, ignore_errors=True)
+        print(json.dumps(runs[-1]), flush=True)
+    report(runs)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+
+
+def report(runs: list[dict]) -> None:
+    stages = list(runs[0]["images_per_s"])
+    print(f"\n{'N':>7}{'total s':>9}{'all RSS MiB':>13}{'driver MiB':>12}{'store MiB':>11}  "
+          + "  ".join(f"{s} /s" for s in stages))
+    for r in runs:
+        print(f"{r['n']:>7}{r['seconds']:>9.0f}{r['peak_rss_all_mib']:>13.0f}{r['driver_rss_mib']:>12.0f}"
+              f"{r['object_store_peak_mib']:>11.0f}  " + "  ".join(f"{r['images_per_s'][s]:>{len(s) + 3}.2f}"
+                                                               for s in stages))
+    print("disk bytes per image: " + ", ".join(f"{s} {v}" for s, v in runs[-1]["disk_bytes_per_image"].items()))
+    if len(runs) < 2:
+        return
+    first, last = runs[0], runs[-1]
+    print(f"\nN={last['n']} vs N={first['n']} (targets: memory <= 1.2, per-image throughput >= 0.9):")
+    print(f"  peak RSS of all processes {last['peak_rss_all_mib'] / first['peak_rss_all_mib']:.3f}, driver "
+          f"{last['driver_rss_mib'] / first['driver_rss_mib']:.3f}, object store "
+          f"{last['object_store_peak_mib'] / max(first['object_store_peak_mib'], 1e-9):.3f}")
+    print("  throughput " + ", ".join(f"{s} {last['images_per_s'][s] / first['images_per_s'][s]:.3f}"
+                                      for s in PER_IMAGE if s in first["images_per_s"]))
+
+
+if __name__ == "__main__":
+    main()
