@@ -90,6 +90,7 @@ class CoarseConfig:
     # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
     cam_epochs: int = field(default=10, metadata=_range(0, 1000))
     isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
+    isnet_flip: bool = True  # isnet: average the maps of the image and of its mirror image (twice the cost)
 
 
 @dataclass(frozen=True)
@@ -241,4 +242,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = read_with_base(Path(path))
     for item in overrides:
         apply_override(raw, item)
-    return build(Config, raw, where="")
+    cfg = build(Config, raw, where="")
+    if cfg.data.gt_foreground_value in cfg.data.gt_ignore_values:
+        raise ConfigError(f"config key 'data.gt_foreground_value': {cfg.data.gt_foreground_value} is also in "
+                          "data.gt_ignore_values, so no foreground pixel would be scored (set data.gt_ignore_values)")
+    return cfg

@@ -169,7 +169,7 @@ def _network_pass(method: str, ctx: StageContext, dst: Path, todo: list[Record])
 
         isnet_path(cfg.coarse.isnet_weights)  # missing weights: one clear error here, before any actor starts
         prepare, finish = salient.isnet_input, salient.saliency_probability
-        network = partial(salient.Saliency, cfg.coarse.isnet_weights)
+        network = partial(salient.Saliency, cfg.coarse.isnet_weights, cfg.coarse.isnet_flip)
     return InferencePass(load=partial(read_inputs, prepare=prepare, max_pixels=cfg.data.max_pixels),
                          model=partial(MapNetwork, network),
                          write=partial(write_maps, finish=finish, dst=str(dst), cfg=cfg.coarse))

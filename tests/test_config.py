@@ -62,6 +62,7 @@ def test_base_of_base_is_refused(tmp_path):
     ("train:\n  crop: [1, 2, 3]\n", "train.crop"),
     ("coarse:\n  method: magic\n", "coarse.method"),
     ("crf:\n  enabled: 1\n", "crf.enabled"),
+    ("data:\n  gt_foreground_value: 255\n", "data.gt_foreground_value"),  # 255 is ignored by default
 ])
 def test_bad_keys_and_values_name_the_full_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as err:

@@ -245,7 +245,9 @@ def test_coarse_stage_isnet_writes_the_salient_map(isnet, isnet_file, tmp_path):
 
     photo = (resize(data.chelsea(), (150, 225), anti_aliasing=True) * 255).astype(np.uint8)
     save_image(tmp_path / "cat.png", photo)
-    cfg = load_config(overrides=["coarse.method=isnet", f"coarse.isnet_weights={isnet_file}", "ray.enabled=false"])
+    overrides = ["coarse.method=isnet", f"coarse.isnet_weights={isnet_file}", "coarse.isnet_flip=false",
+                 "ray.enabled=false"]  # one pass, as predict_saliency (the mirror average: test_flip_average)
+    cfg = load_config(overrides=overrides)
     ctx = StageContext(cfg=cfg, records=(Record("cat", tmp_path / "cat.png", 1),), classes=("background", "cat"),
                        run_dir=tmp_path)
     summary = coarse_stage.run(ctx, None, tmp_path / "coarse")
@@ -255,3 +257,22 @@ def test_coarse_stage_isnet_writes_the_salient_map(isnet, isnet_file, tmp_path):
     mask = load_mask(tmp_path / "coarse" / "cat.png")
     assert set(np.unique(mask).tolist()) <= {0, 1, 255} and (mask == 1).mean() > 0.2
     assert coarse_stage.run(ctx, None, tmp_path / "coarse")["images"] == 0  # done: nothing predicted again
+
+
+def test_flip_average(isnet_file):
+    """`coarse.isnet_flip`: the map is the mean of the image's map and its mirror image's map mirrored back, so
+    mirroring the input mirrors the map exactly (the network alone is not mirror-symmetric). At 128 x 128."""
+    from skimage import data
+
+    from pipeline.coarse.salient import Saliency
+    from pipeline.models.isnet import network_input
+
+    x = network_input(np.ascontiguousarray(data.astronaut()[::4, ::4]), 128, torch.device("cpu"))[0].numpy()
+    mirror = np.ascontiguousarray(x[..., ::-1])
+    saliency = Saliency(str(isnet_file), flip=False)
+    plain, plain_mirror = saliency(x), saliency(mirror)
+    assert np.abs(plain_mirror[:, ::-1] - plain).max() > 1e-3
+    saliency.flip = True
+    averaged = saliency(x)
+    np.testing.assert_allclose(averaged, (plain + plain_mirror[:, ::-1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(saliency(mirror), averaged[:, ::-1], atol=1e-5)

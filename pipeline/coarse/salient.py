@@ -11,7 +11,7 @@ label names its class, and fusing it with the label's class evidence (`coarse.fu
 pick its object among the salient ones (stages/coarse.py).
 
 Resizing to and from the network's 1024 x 1024 runs on a CPU; the network runs on the device (bf16 autocast and
-channels_last on CUDA, float32 on CPU), one image per forward pass, so an image's map never depends on which images
+channels_last on CUDA, float32 on CPU), one image (and its mirror image) per forward pass, so an image's map never depends on which images
 share a batch. stages/coarse.py runs these three steps on the pending images, sharded over the cluster's devices.
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ def isnet_input(image: np.ndarray) -> np.ndarray:
 class Saliency:
     """ISNet on this process's device (loaded once); maps an `isnet_input` to its saliency [1024, 1024] in [0, 1]."""
 
-    def __init__(self, weights: str):
+    def __init__(self, weights: str, flip: bool = False):
+        self.flip = flip  # also map the mirror image, mirror its map back and average the two
         self.device = pick_device()
         self.model = load_isnet_onnx(isnet_path(weights)).to(self.device).eval()
         self.on_cuda = self.device.type == "cuda"
@@ -44,7 +45,10 @@ class Saliency:
     @torch.inference_mode()
     def __call__(self, x: np.ndarray, record: Record | None = None) -> np.ndarray:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_cuda):
-            prob = self.model(torch.tensor(x)[None].to(self.device)).float()
+            batch = torch.tensor(x)[None].to(self.device)
+            prob = self.model(torch.cat([batch, batch.flip(-1)]) if self.flip else batch).float()
+        if self.flip:
+            prob = (prob[:1] + prob[1:].flip(-1)) / 2
         return prob[0, 0].cpu().numpy()
 
 
