@@ -82,12 +82,13 @@ def train_on_gpus(cfg: Config, records: tuple[Record, ...], num_classes: int, sr
     """Ray Train data parallel over `workers` GPUs (`pipeline.learn.distributed`): every worker builds the network
     and data set itself, `train.batch_size` images per worker and step; rank 0 writes `dst` (resumable, as above)."""
     from pipeline.learn.distributed import train_distributed
+    from pipeline.models.backbones import normalisation
 
-    probe = round_model(cfg, num_classes, None)  # the normalisation the data set needs
+    mean, std = normalisation(cfg.model.backbone)  # what the data set needs, without building a network here
     start = time.time()
     train_cfg = round_train_config(cfg, round_)
     path = train_distributed(partial(round_model, cfg, num_classes, warm_start),
-                             partial(round_dataset, cfg, records, num_classes, src, probe.mean, probe.std),
+                             partial(round_dataset, cfg, records, num_classes, src, mean, std),
                              train_cfg, Path(dst), seed=cfg.run.seed + round_, num_workers=workers, use_gpu=True)
     return {"model": str(path), "iterations": train_cfg.iterations, "lr": train_cfg.lr,
             "seconds": round(time.time() - start, 2), "device": f"cuda x {workers} (Ray Train)"}

@@ -11,8 +11,9 @@ label names its class, and fusing it with the label's class evidence (`coarse.fu
 pick its object among the salient ones (stages/coarse.py).
 
 Resizing to and from the network's 1024 x 1024 runs on a CPU; the network runs on the device (bf16 autocast and
-channels_last on CUDA, float32 on CPU), one image (and its mirror image) per forward pass, so an image's map never depends on which images
-share a batch. stages/coarse.py runs these three steps on the pending images, sharded over the cluster's devices.
+channels_last on CUDA, float32 on CPU), one image (with its mirror image, `coarse.isnet_flip`) per forward pass, so
+an image's map never depends on which images share a batch. stages/coarse.py runs these three steps on the
+pending images, sharded over the cluster's devices.
 """
 from __future__ import annotations
 

@@ -47,15 +47,15 @@ def ensure_demo(cfg: DataConfig) -> Path:
 
 
 def generate(root: Path, num_images: int, seed: int, shape: tuple[int, int] | None = None) -> None:
-    """Write `num_images` images, masks, labels.csv and classes.txt into `root` (which must not exist); `shape` = a fixed
-    (h, w) for every image instead of 160-256 px a side (benchmarks/scale.py's photo-sized images)."""
+    """Write `num_images` images, masks, labels.csv and classes.txt into `root` (which must not exist); `shape` = a
+    fixed (h, w) for every image instead of 160-256 px a side (benchmarks/scale.py's photo-sized images)."""
     rng = np.random.default_rng(seed)
     textures = [np.asarray(getattr(skdata, name)(), np.float32) / 255.0 for name in TEXTURES]
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     rows = []
     for i in range(num_images):
-        h, w = (int(v) for v in rng.integers(160, 257, size=2))
+        h, w = (int(v) for v in rng.integers(160, 257, size=2))  # drawn even with `shape`: the same draws follow
         if shape is not None:
             h, w = shape
         image = _background(textures[i % len(textures)], h, w, rng)

@@ -32,6 +32,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("lite0", "resnet18", "resnet50", "resnet101")
 
 
+def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of 0-1 RGB inputs that backbone `name` expects, without building it."""
+    return (LITE0_MEAN, LITE0_STD) if name == "lite0" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
 class Encoder(nn.Module):
     """What both encoders share: `stage_modules()` = [stem, stage 1, ..., stage 4] and freezing a prefix of it."""
 
@@ -75,8 +80,7 @@ class Lite0Backbone(Encoder):
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = net._blocks
         self.channels = LITE0_STAGE_CHANNELS
-        self.mean = LITE0_MEAN
-        self.std = LITE0_STD
+        self.mean, self.std = normalisation("lite0")
 
     def stage_modules(self) -> list[nn.Module]:
         ends = [i + 1 for i in FEATURE_BLOCKS]  # stage k = blocks ends[k-1]..ends[k]-1
@@ -116,8 +120,7 @@ class ResNetBackbone(Encoder):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         width = 64 if name == "resnet18" else 256
         self.channels = (width, width * 2, width * 4, width * 8)
-        self.mean = IMAGENET_MEAN
-        self.std = IMAGENET_STD
+        self.mean, self.std = normalisation(name)
 
     def stage_modules(self) -> list[nn.Module]:
         return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]

@@ -170,14 +170,8 @@ def run_inference(job: InferencePass, rows: Sequence[Mapping[str, Any]], cfg: Ra
     if cfg.enabled and ray_active() and not shard(cfg):  # one CPU node: the whole pass in one device task
         summaries = run_on_device(_in_process, job, rows, cfg.inference_batch, desc, cfg=cfg)
         return sorted(summaries, key=lambda s: order[s["stem"]])
-    progress = Progress(desc, len(rows))
-    summaries = []
     batches = _sharded(job, rows, cfg) if cfg.enabled and ray_active() else _serial(job, rows, cfg.inference_batch)
-    for batch in batches:
-        done = batch_rows(batch)
-        summaries.extend(done)
-        progress.update(len(done))
-    return sorted(summaries, key=lambda s: order[s["stem"]])
+    return sorted(_collect(batches, len(rows), desc), key=lambda s: order[s["stem"]])
 
 
 def shard(cfg: RayConfig) -> bool:
@@ -197,9 +191,14 @@ def _serial(job: InferencePass, rows: list[dict], size: int) -> Iterator[Batch]:
 
 def _in_process(job: InferencePass, rows: list[dict], size: int, desc: str) -> list[dict]:
     """The serial pass as one task: every row's summary (progress goes to the task's log)."""
-    progress = Progress(desc, len(rows))
+    return _collect(_serial(job, rows, size), len(rows), desc)
+
+
+def _collect(batches: Iterator[Batch], total: int, desc: str) -> list[dict]:
+    """The rows of `write`'s summary batches as they finish, with a progress line."""
+    progress = Progress(desc, total)
     summaries: list[dict] = []
-    for batch in _serial(job, rows, size):
+    for batch in batches:
         done = batch_rows(batch)
         summaries.extend(done)
         progress.update(len(done))
