@@ -64,20 +64,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, iou in scores["per_class_iou"].items():
         print(f"  {name:<24} {'-' if iou is None else f'{iou:.4f}'}")
     if args.gallery > 0:
-        written = evaluation_gallery(cfg, dataset, Path(args.pred), scores, Path(args.out or args.pred), args.gallery)
+        written = evaluation_gallery(cfg, dataset, Path(args.pred), Path(args.out or args.pred), args.gallery)
         print(f"gallery: {len(written)} images in {Path(args.out or args.pred)}/gallery_*.png")
     return 0
 
 
-def evaluation_gallery(cfg, dataset, pred: Path, scores: dict, out: Path, count: int) -> list:
-    """gallery_{best,worst}_<i>.png: image | ground truth | prediction | prediction over the image."""
+def evaluation_gallery(cfg, dataset, pred: Path, out: Path, count: int) -> list:
+    """gallery_{best,worst}_<i>.png in `out` (where evaluate wrote per_image.csv): image | ground truth |
+    prediction | prediction over the image."""
     from pipeline.commands.gallery import caption, write_gallery
     from pipeline.io import read_image
     from pipeline.commands.predict_images import colorize, overlay
     from pipeline.data.weak import load_ground_truth
+    from pipeline.metrics import read_per_image
     from stages.evaluate import prediction
 
     records = {r.stem: r for r in dataset.records}
+    per_image = read_per_image(out)
 
     def panels_for(stem: str):
         record = records[stem]
@@ -85,9 +88,9 @@ def evaluation_gallery(cfg, dataset, pred: Path, scores: dict, out: Path, count:
         gt = load_ground_truth(record, cfg.data, len(dataset.classes))
         panels = [("image", image), ("ground truth", colorize(gt)), ("prediction", colorize(mask)),
                   ("overlay", overlay(image, mask))]
-        return panels, caption(stem, dataset.classes, record.label, scores["per_image"][stem])
+        return panels, caption(stem, dataset.classes, record.label, per_image[stem])
 
-    return write_gallery(scores.get("per_image") or {}, count, panels_for, out)
+    return write_gallery(per_image, count, panels_for, out)
 
 
 def cmd_full(args: argparse.Namespace) -> int:
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("evaluate", help="score a folder of <stem>.npz / <stem>.png predictions"))
     p.add_argument("--pred", required=True, help="folder of predictions named like the data set's images")
-    p.add_argument("--out", help="write scores.json here (default: into --pred)")
+    p.add_argument("--out", help="write scores.json and per_image.csv here (default: into --pred)")
     p.add_argument("--serial", action="store_true", help="score in this process, without Ray")
     p.add_argument("--gallery", type=int, default=0, metavar="N", help="also draw the N best and N worst images")
     p.set_defaults(func=cmd_evaluate)

@@ -11,6 +11,7 @@ this script samples
   - the summed RSS of the driver and all its descendants (a local Ray cluster: GCS, raylet, every worker); with
     --address also every process under that cluster's --temp-dir (its raylets and their workers);
   - the driver's own peak RSS (VmHWM);
+  - the RSS of the largest Ray worker process (a task or actor, e.g. DDT's statistics of the one label group);
   - the growth of /dev/shm's used bytes since the start: the pages Ray's object store (plasma) has touched, an upper
     bound of its peak use (the store lives in an unlinked /dev/shm file).
 It prints, per N: images/s of every stage (from its manifest's seconds; training is per step, not per image), the
@@ -41,6 +42,7 @@ from pipeline.data.demo import generate  # noqa: E402
 from pipeline.io import load_mask, save_mask  # noqa: E402
 
 MIB = 2**20
+PAGE = os.sysconf("SC_PAGE_SIZE")
 PER_IMAGE = ("coarse", "crf", "round1/predict", "round1/crf")  # stages that visit every image once
 
 
@@ -107,6 +109,28 @@ def _cluster_roots(temp_dir: str) -> list[int]:
     return pids
 
 
+def _largest_worker(roots: list[int]) -> int:
+    """RSS (bytes) of the largest Ray worker process ("ray::..." command line) below `roots`: the task or actor
+    holding the most memory at this moment (e.g. DDT's statistics task of one label group)."""
+    children: dict[int, list[int]] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    largest, todo = 0, list(roots)
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):
+                largest = max(largest, int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE)
+        except OSError:
+            continue
+    return largest
+
+
 def _shm_used() -> int:
     st = os.statvfs("/dev/shm")
     return (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -117,7 +141,7 @@ def measured_run(cmd: list[str], cluster_temp: str) -> dict:
     shm0 = _shm_used()
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT)
-    peaks = {"all": 0, "driver": 0, "shm": 0}
+    peaks = {"all": 0, "driver": 0, "shm": 0, "task": 0}
     roots = _cluster_roots(cluster_temp) if cluster_temp else []
 
     def sample() -> None:
@@ -126,6 +150,7 @@ def measured_run(cmd: list[str], cluster_temp: str) -> dict:
             peaks["all"] = max(peaks["all"], total)
             peaks["driver"] = max(peaks["driver"], _status_kib(proc.pid, "VmHWM") * 1024)
             peaks["shm"] = max(peaks["shm"], _shm_used() - shm0)
+            peaks["task"] = max(peaks["task"], _largest_worker([proc.pid, *roots]))
             time.sleep(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -183,7 +208,8 @@ def main() -> None:
         rate, disk, score = stage_figures(root / name, n)
         runs.append({"n": n, "shape": list(shape), "seconds": round(peaks["seconds"], 1),
                      "peak_rss_all_mib": round(peaks["all"] / MIB, 1), "driver_rss_mib": round(peaks["driver"] / MIB, 1),
-                     "object_store_peak_mib": round(peaks["shm"] / MIB, 1), "images_per_s": rate,
+                     "object_store_peak_mib": round(peaks["shm"] / MIB, 1),
+                     "largest_task_rss_mib": round(peaks["task"] / MIB, 1), "images_per_s": rate,
                      "disk_bytes_per_image": disk, "fg_jaccard": score})
         if not args.keep:
             shutil.rmtree(root / name, ignore_errors=True)
@@ -195,11 +221,11 @@ def main() -> None:
 
 def report(runs: list[dict]) -> None:
     stages = list(runs[0]["images_per_s"])
-    print(f"\n{'N':>7}{'total s':>9}{'all RSS MiB':>13}{'driver MiB':>12}{'store MiB':>11}  "
+    print(f"\n{'N':>7}{'total s':>9}{'all RSS MiB':>13}{'driver MiB':>12}{'task MiB':>10}{'store MiB':>11}  "
           + "  ".join(f"{s} /s" for s in stages))
     for r in runs:
         print(f"{r['n']:>7}{r['seconds']:>9.0f}{r['peak_rss_all_mib']:>13.0f}{r['driver_rss_mib']:>12.0f}"
-              f"{r['object_store_peak_mib']:>11.0f}  " + "  ".join(f"{r['images_per_s'][s]:>{len(s) + 3}.2f}"
+              f"{r['largest_task_rss_mib']:>10.0f}{r['object_store_peak_mib']:>11.0f}  " + "  ".join(f"{r['images_per_s'][s]:>{len(s) + 3}.2f}"
                                                                for s in stages))
     print("disk bytes per image: " + ", ".join(f"{s} {v}" for s, v in runs[-1]["disk_bytes_per_image"].items()))
     if len(runs) < 2:
@@ -209,6 +235,9 @@ def report(runs: list[dict]) -> None:
     print(f"  peak RSS of all processes {last['peak_rss_all_mib'] / first['peak_rss_all_mib']:.3f}, driver "
           f"{last['driver_rss_mib'] / first['driver_rss_mib']:.3f}, object store "
           f"{last['object_store_peak_mib'] / max(first['object_store_peak_mib'], 1e-9):.3f}")
+    print(f"  driver growth {(last['driver_rss_mib'] - first['driver_rss_mib']) * 1024 / (last['n'] - first['n']):.2f} "
+          f"KiB per image; driver + largest task at N={last['n']}: "
+          f"{last['driver_rss_mib'] + last['largest_task_rss_mib']:.0f} MiB (target <= 2048)")
     print("  throughput " + ", ".join(f"{s} {last['images_per_s'][s] / first['images_per_s'][s]:.3f}"
                                       for s in PER_IMAGE if s in first["images_per_s"]))
 

@@ -15,7 +15,6 @@ small instances stop dominating the mean.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.commands.status import run_status  # noqa: E402
+from pipeline.metrics import read_per_image  # noqa: E402
 
 LARGE = 0.10  # share of the photo an instance must cover to count as large
 
@@ -59,8 +59,8 @@ def main() -> int:
     parser.add_argument("--fg", type=int, default=255, help="foreground value in the ground truth")
     args = parser.parse_args()
     for run_dir in args.runs:
-        stages = [{"name": row["name"], "per_image": json.loads((run_dir / row["name"] / "scores.json").read_text())
-                   ["per_image"]} for row in run_status(run_dir)["stages"] if row.get("fg_jaccard") is not None]
+        stages = [{"name": row["name"], "per_image": read_per_image(run_dir / row["name"])}
+                  for row in run_status(run_dir)["stages"] if row.get("fg_jaccard") is not None]
         if not stages:
             print(f"{run_dir}: no scored stage yet")
             continue

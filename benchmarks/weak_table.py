@@ -11,7 +11,6 @@ photos, so the paired error is far smaller than each mean's own, ~0.014 on COCO-
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,11 +19,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.commands.status import run_status  # noqa: E402
+from pipeline.metrics import read_per_image  # noqa: E402
 
 
 def paired_gain(run_dir: Path, before: str, after: str) -> tuple[float, float, int, int]:
     """(mean per-image gain of `after` over `before`, its paired standard error, photos better, photos worse)."""
-    first, second = (json.loads((run_dir / name / "scores.json").read_text())["per_image"] for name in (before, after))
+    first, second = (read_per_image(run_dir / name) for name in (before, after))
     gain = np.array([second[k] - first[k] for k in sorted(first) if first[k] is not None and second.get(k) is not None])
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("nan")
     return float(gain.mean()), se, int((gain > 1e-9).sum()), int((gain < -1e-9).sum())

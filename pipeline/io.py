@@ -5,6 +5,7 @@ Formats:
 - `<stem>.npz`      soft map: `probs` uint8 [K, H, W] (probability x 255) over `class_ids` int [K]; classes not
                     stored have probability ~0. Coarse maps hold K = 2 (background, the image's label).
 - `manifest.json`   what a stage folder was made from; `DONE` is written last, so a folder without it is unfinished.
+- `per_image.csv`   a scored stage's foreground Jaccard per image (`pipeline.metrics.read_per_image`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,6 +46,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):  # e.g. ENOSPC: same errno (and subclass), message names the target
             raise OSError(err.errno, f"{path}: cannot write ({err.strerror or err})") from err
+        raise
+
+
+@contextlib.contextmanager
+def atomic_text_writer(path: str | Path) -> Iterator[TextIO]:
+    """A text file to write line by line (e.g. one row per image as results stream in) that appears at `path` only
+    complete, when the block ends without an error; an error leaves the old file (or none) and no temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 

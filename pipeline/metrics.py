@@ -2,8 +2,13 @@
 
     cm = confusion_matrix(pred, gt, num_classes)        # rows = truth, columns = prediction
     scores = scores_from_confusion(cm, class_names)     # mIoU, per-class IoU, pixel accuracy
+    per_image = read_per_image(run_dir / "crf")         # {stem: foreground Jaccard} written by stages/evaluate.py
 """
 from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -47,3 +52,21 @@ def foreground_jaccard(pred_fg: np.ndarray, gt_fg: np.ndarray, valid: np.ndarray
         pred_fg, gt_fg = pred_fg & valid, gt_fg & valid
     union = np.logical_or(pred_fg, gt_fg).sum()
     return float(np.logical_and(pred_fg, gt_fg).sum() / union) if union else 1.0
+
+
+PER_IMAGE_FILE = "per_image.csv"  # in a scored stage folder: stem,fg_jaccard (empty: no ground truth)
+
+
+def iter_per_image(stage_dir: str | Path) -> Iterator[tuple[str, float | None]]:
+    """(stem, foreground Jaccard) rows of `stage_dir/per_image.csv` (written by the evaluate stage), read lazily."""
+    path = Path(stage_dir) / PER_IMAGE_FILE
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            yield row["stem"], float(row["fg_jaccard"]) if row["fg_jaccard"] else None
+
+
+def read_per_image(stage_dir: str | Path) -> dict[str, float | None]:
+    """{stem: foreground Jaccard} of a scored stage folder ({} if it has no per_image.csv)."""
+    return dict(iter_per_image(stage_dir))

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.config import Config
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the driver holds one per image
 class Record:
     """One training image: its file, its image-level label (a class id >= 1) and optional ground truth."""
 

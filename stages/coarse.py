@@ -6,7 +6,7 @@ For every record this writes `dst/<stem>.npz` = save_probs([1 - p, p], class_ids
 foreground probability at the image's full resolution, and then `dst/<stem>.png` = soft_to_mask(...) with
 `coarse.fg_threshold` / `coarse.bg_threshold` (between the two: 255, ignored by training). `coarse.method`:
 
-- `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.map_tasks`), tasks get paths +
+- `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.stream_tasks`), tasks get paths +
   config only.
 - `ddt`, `cam`, `isnet`: CNN methods. What needs a whole group comes first: DDT's statistics, one device task per
   label group (`map_on_devices`); CAM's classifier fine-tuned on all labels, one device task (`run_on_device`).
@@ -31,15 +31,15 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from pipeline.config import CoarseConfig
 from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import soft_to_mask
-from pipeline.orchestration.parallel import map_tasks, run_on_device
-from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, map_on_devices, record_rows,
+from pipeline.orchestration.parallel import run_on_device, stream_tasks
+from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, map_on_devices,
                                             replace_columns, run_inference)
 from pipeline.stage import Record, StageContext, pending
 
@@ -175,20 +175,31 @@ def _network_pass(method: str, ctx: StageContext, dst: Path, todo: list[Record])
                          write=partial(write_maps, finish=finish, dst=str(dst), cfg=cfg.coarse))
 
 
-def _run_method(method: str, ctx: StageContext, dst: Path) -> list[dict]:
-    """Run one base method (saliency, ddt, cam, isnet) for the records still pending in `dst`."""
+def _sum_stats(results: Iterable[dict]) -> dict[str, float]:
+    """{"images": n, "fg": sum, "ignore": sum} of per-image `_mask_stats` results, folded as they arrive."""
+    sums = {"images": 0, "fg": 0.0, "ignore": 0.0}
+    for r in results:
+        sums["images"] += 1
+        sums["fg"] += r["fg"]
+        sums["ignore"] += r["ignore"]
+    return sums
+
+
+def _run_method(method: str, ctx: StageContext, dst: Path) -> dict[str, float]:
+    """Run one base method (saliency, ddt, cam, isnet) for the records still pending in `dst`; returns the summed
+    mask statistics {"images", "fg", "ignore"}."""
     dst.mkdir(parents=True, exist_ok=True)
     todo = pending(ctx.records, dst)
     if not todo:
-        return []
+        return {"images": 0}
     cfg = ctx.cfg
     if method == "saliency":
-        jobs = [CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
-                          max_pixels=cfg.data.max_pixels, seed=cfg.run.seed) for r in todo]
-        return map_tasks(saliency_one, jobs, cfg.ray, desc=f"coarse saliency {dst.name}")
+        jobs = (CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
+                          max_pixels=cfg.data.max_pixels, seed=cfg.run.seed) for r in todo)
+        return _sum_stats(stream_tasks(saliency_one, jobs, len(todo), cfg.ray, desc=f"coarse saliency {dst.name}"))
     if method in ("ddt", "cam", "isnet"):
         job = _network_pass(method, ctx, dst, todo)
-        return run_inference(job, record_rows(todo), cfg.ray, desc=f"coarse {method} {dst.name}")
+        return run_inference(job, todo, cfg.ray, desc=f"coarse {method} {dst.name}")
     raise ValueError(f"coarse.fusion: unknown method {method!r} (choose from saliency, ddt, cam, isnet)")
 
 
@@ -214,16 +225,17 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
             if todo:
                 _run_method(part, ctx, part_dir)
             parts.append(str(part_dir))
-        jobs = [CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
-                          max_pixels=cfg.data.max_pixels, seed=cfg.run.seed, parts=tuple(parts)) for r in todo]
-        results = map_tasks(fuse_one, jobs, cfg.ray, desc="coarse fusion")
+        jobs = (CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
+                          max_pixels=cfg.data.max_pixels, seed=cfg.run.seed, parts=tuple(parts)) for r in todo)
+        sums = _sum_stats(stream_tasks(fuse_one, jobs, len(todo), cfg.ray, desc="coarse fusion"))
     else:
-        results = _run_method(method, ctx, dst)
+        sums = _run_method(method, ctx, dst)
+    images = int(sums["images"])
     return {
         "method": method,
-        "images": len(results),
+        "images": images,
         "skipped": len(ctx.records) - len(todo),
         "seconds": round(time.time() - start, 2),
-        "mean_fg_fraction": round(float(np.mean([r["fg"] for r in results])), 4) if results else 0.0,
-        "mean_ignore_fraction": round(float(np.mean([r["ignore"] for r in results])), 4) if results else 0.0,
+        "mean_fg_fraction": round(sums["fg"] / images, 4) if images else 0.0,
+        "mean_ignore_fraction": round(sums["ignore"] / images, 4) if images else 0.0,
     }

@@ -8,7 +8,7 @@ the image and `src/<stem>.npz`, refines it with `pipeline.crf.refine_probs`, and
 marginals over the same class ids) and then `dst/<stem>.png` (`confident_argmax` with `crf.confidence`; pixels that
 were 255 in `src/<stem>.png` stay 255). Without `src/<stem>.npz` the hard mask
 `src/<stem>.png` is refined instead, trusted with pipeline.crf.HARD_LABEL_PROB, over background + the image's label + any class
-present. Tasks receive only paths and the CRFConfig; `pipeline.orchestration.parallel.map_tasks` bounds the tasks in flight,
+present. Tasks receive only paths and the CRFConfig; `pipeline.orchestration.parallel.stream_tasks` bounds the tasks in flight,
 declares `ray.task_memory_mb` per task, retries dead workers and prints progress.
 `crf.enabled: false` copies the source files through unchanged.
 """
@@ -26,7 +26,7 @@ from pipeline.config import CRFConfig
 from pipeline.crf import HARD_LABEL_PROB, mask_to_probs, refine_probs
 from pipeline.io import IGNORE, atomic_write_bytes, load_mask, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
-from pipeline.orchestration.parallel import map_tasks
+from pipeline.orchestration.parallel import stream_tasks
 from pipeline.stage import StageContext, pending
 
 
@@ -107,14 +107,17 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
         raise FileNotFoundError(f"{src}: source stage folder of the crf stage does not exist")
     dst.mkdir(parents=True, exist_ok=True)
     todo = pending(ctx.records, dst)
-    jobs = [CRFJob(stem=r.stem, image=str(r.image), label=int(r.label), src=str(src), dst=str(dst),
-                   crf=ctx.cfg.crf, max_pixels=ctx.cfg.data.max_pixels) for r in todo]
-    results = map_tasks(refine_one, jobs, ctx.cfg.ray, desc=f"crf {dst.name}")
-    changed = [r["changed"] for r in results]
+    jobs = (CRFJob(stem=r.stem, image=str(r.image), label=int(r.label), src=str(src), dst=str(dst),
+                   crf=ctx.cfg.crf, max_pixels=ctx.cfg.data.max_pixels) for r in todo)
+    images, changed, per_node = 0, 0.0, Counter()  # running sums: nothing kept per image
+    for result in stream_tasks(refine_one, jobs, len(todo), ctx.cfg.ray, desc=f"crf {dst.name}"):
+        images += 1
+        changed += result["changed"]
+        per_node[result["node"]] += 1
     return {
-        "images": len(results),
+        "images": images,
         "skipped": len(ctx.records) - len(todo),
         "seconds": round(time.time() - start, 2),
-        "changed_fraction": round(float(np.mean(changed)), 4) if changed else 0.0,
-        "tasks_per_node": dict(Counter(r["node"] for r in results)),
+        "changed_fraction": round(changed / images, 4) if images else 0.0,
+        "tasks_per_node": dict(per_node),
     }

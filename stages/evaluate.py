@@ -11,11 +11,14 @@ ignore pixels are not scored, records without ground truth are not scored.
 Scores (pipeline.metrics): `fg_jaccard` - the mean over images of the foreground Jaccard of the image's labelled
 class (prediction == label vs truth == label; the measure of COCO-MVal / GrabCut and the source paper);
 `miou`, `pixel_acc`, `per_class_iou` - from one confusion matrix summed over all scored images;
-`per_image` - each image's foreground Jaccard (for best/worst galleries). One Ray task per image returns only its
-small confusion matrix and Jaccard.
+and, in `per_image.csv` beside scores.json, each image's foreground Jaccard (for best/worst galleries and split
+halves; `pipeline.metrics.read_per_image`). One Ray task per image returns only its small confusion matrix and
+Jaccard.
 """
 from __future__ import annotations
 
+import csv
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DataConfig
-from pipeline.io import IGNORE, load_mask, load_probs, probs_to_mask, write_json
-from pipeline.metrics import confusion_matrix, foreground_jaccard, scores_from_confusion
-from pipeline.orchestration.parallel import map_tasks
+from pipeline.io import IGNORE, atomic_text_writer, load_mask, load_probs, probs_to_mask, write_json
+from pipeline.metrics import (PER_IMAGE_FILE, confusion_matrix, foreground_jaccard, iter_per_image,
+                              scores_from_confusion)
+from pipeline.orchestration.parallel import stream_tasks
 from pipeline.stage import Record, StageContext
 from pipeline.data.weak import load_ground_truth
 
@@ -65,24 +69,32 @@ def score_one(job: ScoreJob) -> dict | None:
 
 
 def run(ctx: StageContext, src: Path, dst: Path) -> dict:
-    """Score `src`; write and return {images, scored, fg_jaccard, miou, pixel_acc, per_class_iou, per_image}."""
+    """Score `src`; write `dst/per_image.csv` and `dst/scores.json` and return the latter's content
+    {images, scored, fg_jaccard, miou, pixel_acc, per_class_iou, seconds}. Results are folded as they arrive
+    (one confusion matrix, one sum), so the driver holds nothing per image whatever the number of images."""
     start = time.time()
     src, dst = Path(src), Path(dst)
-    jobs = [ScoreJob(r, str(src), ctx.cfg.data, len(ctx.classes)) for r in ctx.records]
-    results = [r for r in map_tasks(score_one, jobs, ctx.cfg.ray, desc=f"score {src.name}", memory_mb=200) if r]
+    dst.mkdir(parents=True, exist_ok=True)
+    jobs = (ScoreJob(r, str(src), ctx.cfg.data, len(ctx.classes)) for r in ctx.records)
     cm = np.zeros((len(ctx.classes), len(ctx.classes)), np.int64)
-    for r in results:
-        cm += r["cm"]
-    scores = scores_from_confusion(cm, ctx.classes) if results else {
-        "miou": None, "pixel_acc": None, "per_class_iou": {}}
+    scored = 0
+    with atomic_text_writer(dst / PER_IMAGE_FILE) as f:
+        rows = csv.writer(f)
+        rows.writerow(["stem", "fg_jaccard"])
+        for result in stream_tasks(score_one, jobs, len(ctx.records), ctx.cfg.ray, desc=f"score {src.name}",
+                                   memory_mb=200):
+            if result is None:  # no ground truth for this image
+                continue
+            cm += result["cm"]
+            scored += 1
+            rows.writerow([result["stem"], repr(result["jaccard"])])  # full precision: the mean is taken from here
     scores = {
         "images": len(ctx.records),
-        "scored": len(results),
-        "fg_jaccard": float(np.mean([r["jaccard"] for r in results])) if results else None,
-        **scores,
-        "per_image": {r["stem"]: round(r["jaccard"], 5) for r in results},
+        "scored": scored,
+        "fg_jaccard": math.fsum(j for _, j in iter_per_image(dst)) / scored if scored else None,  # exact sum: the same in any task order
+        **(scores_from_confusion(cm, ctx.classes) if scored else {"miou": None, "pixel_acc": None,
+                                                                  "per_class_iou": {}}),
         "seconds": round(time.time() - start, 2),
     }
-    dst.mkdir(parents=True, exist_ok=True)
     write_json(dst / "scores.json", scores)
     return scores

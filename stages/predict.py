@@ -35,7 +35,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.io import IGNORE, load_mask, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import confident_argmax
-from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, record_rows, replace_columns,
+from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, replace_columns,
                                             run_inference)
 from pipeline.stage import Record, StageContext, network_outputs, pending, training_labels
 
@@ -192,8 +192,8 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
                         model=partial(Predictor, cfg, len(ctx.classes), str(src)),
                         write=partial(write_predictions, cfg=cfg, round_=ctx.round, run_dir=str(ctx.run_dir),
                                       dst=str(dst)))
-    done = run_inference(job, record_rows(todo), cfg.ray, desc=f"predict round {ctx.round}")
-    ignored = [d["ignored"] for d in done]
-    return {"images": len(done), "mean_ignore_fraction": round(float(np.mean(ignored)), 4) if done else 0.0,
-            "images_with_other_class": sum(d["other"] for d in done), "images_reset": sum(d["reset"] for d in done),
+    done = run_inference(job, todo, cfg.ray, desc=f"predict round {ctx.round}")
+    images = done["images"]
+    return {"images": images, "mean_ignore_fraction": round(done["ignored"] / images, 4) if images else 0.0,
+            "images_with_other_class": int(done.get("other", 0)), "images_reset": int(done.get("reset", 0)),
             "skipped": len(ctx.records) - len(todo), "seconds": round(time.time() - start, 2)}

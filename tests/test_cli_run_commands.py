@@ -16,6 +16,7 @@ import orchestrate
 from fake_run import STEMS, make_run
 from pipeline.commands.gallery import best_and_worst
 from pipeline.io import load_mask, save_image
+from pipeline.metrics import read_per_image
 
 
 def test_best_and_worst_by_hand():
@@ -93,9 +94,9 @@ def test_evaluate_gallery_draws_best_and_worst(tmp_path, capsys):
     assert orchestrate.main(["evaluate", "--config", str(config), "--pred", str(run_dir / "crf"), "--out", str(out),
                              "--serial", "--gallery", "1"]) == 0
     assert "gallery: 2 images" in capsys.readouterr().out
-    scores = json.loads((out / "scores.json").read_text())
-    best, worst = best_and_worst(scores["per_image"], 1)
-    assert sorted(scores["per_image"]) == sorted(STEMS) and best != worst
+    per_image = read_per_image(out)
+    best, worst = best_and_worst(per_image, 1)
+    assert sorted(per_image) == sorted(STEMS) and best != worst
     for name in ("gallery_best_1.png", "gallery_worst_1.png"):
         with Image.open(out / name) as im:
             assert im.size[0] > 4 * im.size[1] / 2  # one row of four panels

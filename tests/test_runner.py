@@ -18,6 +18,7 @@ import stages.predict
 import stages.train
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.io import load_mask, load_probs, read_json
+from pipeline.metrics import read_per_image
 from pipeline.orchestration import runner
 from pipeline.orchestration.runner import StageFunctions, plan, stage_keys, step_hashes
 from stages.train import round_train_config
@@ -80,7 +81,8 @@ def test_end_to_end_tiny_demo(tiny_run):
     assert records["classes"] == ["background", "disc", "triangle", "cross"] and records["images"] == 8
     for row in scores["stages"]:
         assert row["scored"] == 8 and 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["fg_jaccard"] <= 1.0
-        assert len(row["per_image"]) == 8
+        per_image = read_per_image(run_dir / row["dir"])
+        assert len(per_image) == 8 and sum(per_image.values()) / 8 == pytest.approx(row["fg_jaccard"], abs=1e-12)
     crf = scores["stages"][1]
     assert crf["fg_jaccard"] > scores["stages"][0]["fg_jaccard"]  # the CRF improves the saliency masks
     for png in (run_dir / "round2" / "crf").glob("*.png"):

@@ -42,6 +42,7 @@ from pipeline.learn.engine import resolve_device, train_model
 from pipeline.commands.gallery import caption, write_gallery
 from pipeline.learn.inference import evaluate
 from pipeline.io import atomic_write_bytes, load_mask, read_image, read_json, write_json
+from pipeline.metrics import read_per_image
 from pipeline.models import build_model
 from pipeline.commands.predict_images import colorize
 from pipeline.stage import Record, stage_done
@@ -73,7 +74,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, out_dir: Path,
              count: int) -> list[str]:
     """Write the best/worst gallery rows (pipeline.commands.gallery); returns their HTML."""
-    per_image = final.get("per_image") or {}
+    per_image = read_per_image(run_dir / final["dir"])
     if count <= 0 or not any(v is not None for v in per_image.values()):
         return ["<p>No per-image scores in the final stage (no ground truth?): no gallery.</p>"]
     records = {r.stem: r for r in load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json").records}

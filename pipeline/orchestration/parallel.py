@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from pipeline.config import RayConfig
 
@@ -81,25 +81,22 @@ class Progress:
                   file=sys.stderr, flush=True)
 
 
-def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc: str,
-              num_cpus: float = 1.0, memory_mb: int | None = None, num_gpus: float = 0) -> list[Any]:
-    """Run `fn(item)` for every item; results in item order.
+def stream_tasks(fn: Callable[..., Any], items: Iterable[Any], total: int, cfg: RayConfig, desc: str,
+                 num_cpus: float = 1.0, memory_mb: int | None = None, num_gpus: float = 0) -> Iterator[Any]:
+    """Yield `fn(item)` for every item as the tasks finish (item order without Ray; Ray: completion order).
 
-    With Ray, at most IN_FLIGHT_PER_CPU x the cluster's CPUs tasks are submitted at once, each declaring
-    `num_cpus`, `num_gpus` and `memory_mb` (default `cfg.task_memory_mb`), retried TASK_RETRIES times if its worker
-    dies.
-    An exception raised by `fn` is re-raised here (Ray's error type subclasses the original).
+    `items` is read lazily and `total` is its length (for the progress line), so a caller streaming N records and
+    folding the results holds O(1) of them: with Ray at most IN_FLIGHT_PER_CPU x the cluster's CPUs tasks are
+    submitted at once, each declaring `num_cpus`, `num_gpus` and `memory_mb` (default `cfg.task_memory_mb`), retried
+    TASK_RETRIES times if its worker dies. An exception raised by `fn` is re-raised here (Ray's error type subclasses
+    the original) and the tasks still in flight are cancelled.
     """
-    items = list(items)
-    results: list[Any] = [None] * len(items)
-    progress = Progress(desc, len(items))
-    if not items:
-        return results
+    progress = Progress(desc, total)
     if not (cfg.enabled and ray_active()):
-        for i, item in enumerate(items):
-            results[i] = fn(item)
+        for item in items:
+            yield fn(item)
             progress.update()
-        return results
+        return
 
     import ray
 
@@ -112,22 +109,42 @@ def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc
     if memory:
         options["memory"] = memory
     remote_fn = ray.remote(fn).options(**options)
-    pending: dict[Any, int] = {}
-    next_item = 0
+    source = iter(items)
+    in_flight: list[Any] = []
     try:
-        while next_item < len(items) or pending:
-            while next_item < len(items) and len(pending) < limit:
-                pending[remote_fn.remote(items[next_item])] = next_item
-                next_item += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                results[pending.pop(ref)] = ray.get(ref)
-                progress.update()
-    except BaseException:
-        for ref in pending:
+        while True:
+            while len(in_flight) < limit and (item := next(source, _END)) is not _END:
+                in_flight.append(remote_fn.remote(item))
+            if not in_flight:
+                return
+            ready, in_flight = ray.wait(in_flight, num_returns=1)
+            result = ray.get(ready[0])
+            progress.update()
+            yield result
+    finally:  # an error (or a caller that stopped early): nothing keeps running behind its back
+        for ref in in_flight:
             ray.cancel(ref, force=True)
-        raise
+
+
+_END = object()  # end of stream_tasks' items
+
+
+def map_tasks(fn: Callable[..., Any], items: Sequence[Any], cfg: RayConfig, desc: str,
+              num_cpus: float = 1.0, memory_mb: int | None = None, num_gpus: float = 0) -> list[Any]:
+    """`fn(item)` for every item of a short list (label groups, a test's items), results in item order: `stream_tasks`
+    over (index, item) pairs. Per-image stages stream instead, so the driver never holds a result per image."""
+    items = list(items)
+    results: list[Any] = [None] * len(items)
+    indexed = stream_tasks(_indexed, [(fn, i, item) for i, item in enumerate(items)], len(items), cfg, desc,
+                           num_cpus=num_cpus, memory_mb=memory_mb, num_gpus=num_gpus)
+    for i, result in indexed:
+        results[i] = result
     return results
+
+
+def _indexed(job: tuple[Callable[..., Any], int, Any]) -> tuple[int, Any]:
+    fn, i, item = job
+    return i, fn(item)
 
 
 def run_on_device(fn: Callable[..., Any], *args: Any, cfg: RayConfig,

@@ -12,7 +12,8 @@ Run directory `<run.root>/<run.name>/`:
     coarse/  crf/                 per-image <stem>.npz + <stem>.png, manifest.json, DONE, scores.json
     round<k>/train/               model.pt (+ last.pt, log.csv), manifest.json, DONE
     round<k>/predict/  round<k>/crf/
-    scores.json                   one row per scored stage (the table printed at the end)
+    scores.json                   one row per scored stage (the table printed at the end); each stage folder's
+                                  scores.json and per_image.csv hold its own scores (stages/evaluate.py)
 
 Each stage's `manifest.json` records a hash chained from its inputs: the hash of the upstream stage plus every
 config value the stage depends on, read from the config fields' metadata (`Config.keys_feeding`). A stage is skipped
@@ -34,12 +35,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from pipeline.config import Config, ConfigError
 from pipeline.data.demo import ensure_demo
 from pipeline.data.weak import load_weak_dataset
 from pipeline.io import atomic_write_bytes, load_mask, read_json, write_json
+from pipeline.metrics import PER_IMAGE_FILE
 from pipeline.orchestration.parallel import ray_session
 from pipeline.stage import StageContext, stage_done, training_labels
 
@@ -147,9 +149,10 @@ def _score_key(cfg: Config, digest: str) -> str:
 
 
 def scores_current(stage_dir: Path, cfg: Config, digest: str) -> bool:
-    """The stage's scores.json was made for these outputs and ground-truth keys."""
+    """The stage's scores.json (and per_image.csv) were made for these outputs and ground-truth keys."""
     path = stage_dir / "scores.json"
-    return path.is_file() and read_json(path).get("key") == _score_key(cfg, digest)
+    return (path.is_file() and (stage_dir / PER_IMAGE_FILE).is_file()
+            and read_json(path).get("key") == _score_key(cfg, digest))
 
 
 def score_step(step: Step, evaluate: StageFn, ctx: StageContext, digest: str) -> dict:
@@ -164,7 +167,7 @@ def score_step(step: Step, evaluate: StageFn, ctx: StageContext, digest: str) ->
     return scores
 
 
-def label_change(run_dir: Path, before: str, after: str, stems: list[str]) -> float:
+def label_change(run_dir: Path, before: str, after: str, stems: Iterable[str]) -> float:
     """Share of pixels whose pseudo-label differs between two stage folders (ignore counts as a label)."""
     changed = total = 0
     for stem in stems:
@@ -216,7 +219,6 @@ def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None 
         for s in steps[resolve_from(start_from, steps):]:
             _remove(run_dir / s.name)
     ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
-    stems = [r.stem for r in dataset.records]
     previous_labels = "crf"
     finished = all(stage_done(run_dir / s.name, hashes[s.name]) and
                    (not s.scored or scores_current(run_dir / s.name, cfg, hashes[s.name])) for s in steps)
@@ -232,9 +234,10 @@ def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None 
             scores = score_step(step, stages.evaluate, dataclasses.replace(ctx, round=step.round), hashes[step.name])
             row = {"name": step.name, "dir": step.name, "round": step.round, "seconds": summary.get("seconds", 0.0),
                    **{k: scores[k] for k in ("images", "scored", "fg_jaccard", "miou", "pixel_acc",
-                                             "per_class_iou", "per_image")}}
+                                             "per_class_iou")}}
             if step.round and step.name.endswith("/crf"):
-                row["label_change"] = round(label_change(run_dir, previous_labels, step.name, stems), 5)
+                row["label_change"] = round(label_change(run_dir, previous_labels, step.name,
+                                                               (r.stem for r in dataset.records)), 5)
                 previous_labels = step.name
             rows.append(row)
             print(f"[{step.name}] fg Jaccard {scores['fg_jaccard'] if scores['fg_jaccard'] is not None else '-'}"

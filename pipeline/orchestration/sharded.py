@@ -1,7 +1,7 @@
 """Sharded, batched neural inference on Ray Data: CPU tasks read and write files, an actor pool holds the devices.
 
     job = InferencePass(load=partial(read, ...), model=partial(make_predictor, ...), write=partial(save, ...))
-    summaries = run_inference(job, rows, cfg.ray, desc="predict")   # one small dict per row, in row order
+    sums = run_inference(job, records, cfg.ray, desc="predict")   # {"images": n, column: its sum over the rows}
 
 A pass is three functions over batches (dicts of columns, e.g. {"stem": [...], "path": [...], "label": [...]}):
 
@@ -11,8 +11,8 @@ A pass is three functions over batches (dicts of columns, e.g. {"stem": [...], "
 - `write` turns those outputs into the stage's files (`<stem>.npz`, then `<stem>.png`) and returns a few numbers
   per row, among them "stem" (Ray Data tasks, CPU).
 
-So devices never wait on files, and the driver holds only the rows (paths and labels) and the summaries: images and
-maps stream through Ray's object store under Ray Data's backpressure. Only the rows still pending enter a pass, so
+So devices never wait on files, and the driver holds only the records and running sums of the summaries: images
+and maps stream through Ray's object store under Ray Data's backpressure. Only the rows still pending enter a pass, so
 a killed pass resumes per image like every other stage.
 
 Actors (`inference_actors`): one per GPU (num_gpus=1) when the cluster has GPUs; otherwise `ray.actors` CPU actors
@@ -34,10 +34,11 @@ a serial run on that node does by default.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -112,10 +113,9 @@ def _with_threads(job: tuple[Callable[[Any], Any], int, Any]) -> Any:
     return fn(item)
 
 
-def record_rows(records: Sequence[Record], **extra: Callable[[Record], Any]) -> list[dict]:
-    """The small rows of a pass: stem, image path and label of each record, plus `extra` columns (name=function)."""
-    return [{"stem": r.stem, "path": str(r.image), "label": int(r.label), **{k: f(r) for k, f in extra.items()}}
-            for r in records]
+def record_rows(records: Iterable[Record]) -> Iterator[dict]:
+    """The small rows of a pass, made lazily: stem, image path and label of each record."""
+    return ({"stem": r.stem, "path": str(r.image), "label": int(r.label)} for r in records)
 
 
 def batch_records(batch: Batch) -> list[Record]:
@@ -158,20 +158,20 @@ class _DeviceActor:
         return self.step(batch)
 
 
-def run_inference(job: InferencePass, rows: Sequence[Mapping[str, Any]], cfg: RayConfig, desc: str) -> list[dict]:
-    """Run `job` over `rows`; returns `write`'s summary of each row (a dict with "stem"), in the order of `rows`.
+def run_inference(job: InferencePass, records: Sequence[Record], cfg: RayConfig, desc: str) -> dict[str, float]:
+    """Run `job` over the rows of `records` (`record_rows`); returns the sums of `write`'s numeric summary columns
+    over all rows, plus "images" (rows written). Summaries are folded as batches finish, so the driver keeps nothing
+    per image beyond the records it was given.
 
     With Ray: load -> device actors -> write on Ray Data; an exception raised by a step is re-raised here (Ray's
     error type subclasses the original). Without Ray: the same steps here, `cfg.inference_batch` rows at a time."""
-    rows = [dict(r) for r in rows]
-    if not rows:
-        return []
-    order = {row["stem"]: i for i, row in enumerate(rows)}
+    if not records:
+        return {"images": 0}
     if cfg.enabled and ray_active() and not shard(cfg):  # one CPU node: the whole pass in one device task
-        summaries = run_on_device(_in_process, job, rows, cfg.inference_batch, desc, cfg=cfg)
-        return sorted(summaries, key=lambda s: order[s["stem"]])
+        return run_on_device(_in_process, job, list(records), cfg.inference_batch, desc, cfg=cfg)
+    rows = record_rows(records)
     batches = _sharded(job, rows, cfg) if cfg.enabled and ray_active() else _serial(job, rows, cfg.inference_batch)
-    return sorted(_collect(batches, len(rows), desc), key=lambda s: order[s["stem"]])
+    return _fold(batches, len(records), desc)
 
 
 def shard(cfg: RayConfig) -> bool:
@@ -182,39 +182,46 @@ def shard(cfg: RayConfig) -> bool:
     return cfg.actors > 0 or len(nodes) > 1 or any(r.get("GPU", 0) >= 1 for r in nodes)
 
 
-def _serial(job: InferencePass, rows: list[dict], size: int) -> Iterator[Batch]:
+def _serial(job: InferencePass, rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[Batch]:
     """The pass in this process, `size` rows at a time."""
     step = job.model()
-    for i in range(0, len(rows), size):
-        yield job.write(step(job.load(to_batch(rows[i:i + size]))))
+    source = iter(rows)
+    while chunk := list(itertools.islice(source, size)):
+        yield job.write(step(job.load(to_batch(chunk))))
 
 
-def _in_process(job: InferencePass, rows: list[dict], size: int, desc: str) -> list[dict]:
-    """The serial pass as one task: every row's summary (progress goes to the task's log)."""
-    return _collect(_serial(job, rows, size), len(rows), desc)
+def _in_process(job: InferencePass, records: list[Record], size: int, desc: str) -> dict[str, float]:
+    """The serial pass as one task: the summed summaries (progress goes to the task's log)."""
+    return _fold(_serial(job, record_rows(records), size), len(records), desc)
 
 
-def _collect(batches: Iterator[Batch], total: int, desc: str) -> list[dict]:
-    """The rows of `write`'s summary batches as they finish, with a progress line."""
+def _fold(batches: Iterator[Batch], total: int, desc: str) -> dict[str, float]:
+    """Sum the numeric columns of `write`'s summary batches (every column but "stem") as they finish, with a
+    progress line; "images" counts the rows."""
     progress = Progress(desc, total)
-    summaries: list[dict] = []
+    sums: dict[str, float] = {"images": 0}
     for batch in batches:
-        done = batch_rows(batch)
-        summaries.extend(done)
-        progress.update(len(done))
-    return summaries
+        count = len(batch["stem"])
+        for key, values in batch.items():
+            if key != "stem":
+                sums[key] = sums.get(key, 0) + np.asarray(values).sum().item()
+        sums["images"] += count
+        progress.update(count)
+    return sums
 
 
-def _sharded(job: InferencePass, rows: list[dict], cfg: RayConfig) -> Iterator[Batch]:
+def _sharded(job: InferencePass, rows: Iterable[Mapping[str, Any]], cfg: RayConfig) -> Iterator[Batch]:
     """The pass on Ray Data; yields `write`'s summary batches as they finish."""
     import ray.data
 
     plan = cluster_actors(cfg)
     size = cfg.inference_batch
+    rows = [dict(r) for r in rows]  # Ray Data takes a list: a few hundred bytes per row, dropped once it is stored
     blocks = math.ceil(len(rows) / size)
     actors = min(plan.actors, blocks)  # no actor without a batch to work on
     file_task = dict(num_cpus=FILE_CPUS, memory=cfg.task_memory_mb * 2**20 or None)
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    del rows
     ds = ds.map_batches(job.load, batch_size=size, **file_task)
     ds = ds.map_batches(_DeviceActor, fn_constructor_args=(job.model, plan.threads), batch_size=size,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=plan.num_cpus,
