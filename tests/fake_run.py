@@ -16,6 +16,7 @@ from pipeline.config import Config, DataConfig, ModelConfig, RayConfig, RoundsCo
 from pipeline.io import save_image, save_mask, write_json
 from pipeline.metrics import PER_IMAGE_FILE
 from pipeline.models import build_model
+from pipeline.stage import network_outputs
 
 CLASSES = ("background", "square", "bar")
 STEMS = ("a", "b", "c", "d")
@@ -76,7 +77,7 @@ def make_run(tmp: Path, cfg: Config | None = None) -> tuple[Path, Config]:
             save_mask(run_dir / name / f"{stem}.png", stage_mask(stem, 4 - shift))
         (run_dir / name / "DONE").write_text("x\n")
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(CLASSES))
+    model = build_model(cfg.model, network_outputs(cfg, len(CLASSES)))
     (run_dir / "round1" / "train").mkdir(parents=True)
     torch.save(model.state_dict(), run_dir / "round1" / "train" / "model.pt")
     (run_dir / "round1" / "train" / "DONE").write_text("x\n")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from fake_run import CLASSES, PER_IMAGE, make_run
-from pipeline.io import read_json
-from pipeline.commands.report import compare_runs, write_report
+from fake_run import CLASSES, PER_IMAGE, make_config, make_run
+from pipeline.io import read_json, save_image, save_mask
+from pipeline.stage import Record
+from pipeline.commands.report import compare_runs, network_truth, write_report
 from pipeline.commands.report_plots import relative_scores
 from pipeline.commands.trained import RunError
 
@@ -101,6 +101,28 @@ def test_compare_runs_trains_reuses_and_scores(tmp_path):
     assert read_json(ref / "metrics.json")["iterations"] == 3
     log = (ref / "log.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3"]
+
+
+def test_compare_runs_with_a_foreground_network(tmp_path):
+    cfg = make_config(tmp_path)
+    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, foreground_network=True))
+    run_dir, cfg = make_run(tmp_path, cfg)
+    path = compare_runs(cfg)
+    for m in (read_json(run_dir / "full_reference" / "metrics.json"), read_json(run_dir / "compare" / "weak_metrics.json")):
+        assert set(m["per_class_iou"]) == {"background", "foreground"} and 0.0 <= m["fg_jaccard"] <= 1.0
+    page = path.read_text()
+    assert "<td>foreground</td>" in page and "<td>fg Jaccard (mean per image)</td>" in page
+
+
+def test_network_truth_is_the_label_against_the_rest_for_a_foreground_network(tmp_path):
+    cfg = make_config(tmp_path)
+    gt = np.array([[0, 2, 2], [1, 255, 2]], np.uint8)
+    save_mask(tmp_path / "gt.png", gt)
+    save_image(tmp_path / "im.png", np.zeros((2, 3, 3), np.uint8))
+    record = Record("im", tmp_path / "im.png", 2, tmp_path / "gt.png")
+    assert (network_truth(record, cfg, 3) == gt).all()  # class-aware: the data set's ids
+    fg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, foreground_network=True))
+    assert network_truth(record, fg, 3).tolist() == [[0, 1, 1], [0, 255, 1]]  # class 1 (another label) -> 0
 
 
 def test_compare_runs_needs_a_finished_run(tmp_path):

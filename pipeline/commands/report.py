@@ -4,13 +4,15 @@
     path = write_report(Path("runs/demo"), Path("runs/demo/compare"), full_metrics=None)   # weak run only
 
 `compare_runs` needs a finished weak run (`coarse2fine run`, which writes runs/<name>/scores.json). It then
-1. trains a FULLY SUPERVISED network on the same images with their ground-truth masks (pipeline.data.weak
-   load_ground_truth), same `model:` and `train:` sections (`full_iterations` replaces train.iterations), seed
+1. trains a FULLY SUPERVISED network on the same images with their ground-truth masks (`network_truth`: the data
+   set's classes, or foreground = the image's label for a `rounds.foreground_network` run, as the weak network
+   learns them), same `model:` and `train:` sections (`full_iterations` replaces train.iterations), seed
    run.seed, into runs/<name>/full_reference/ (model.pt, last.pt, log.csv, manifest.json, DONE). A killed training
    resumes from last.pt; a finished one is reused; a changed config (hash in manifest.json) retrains from scratch;
-2. evaluates the last round's weak network (pipeline.commands.trained.load_run_model) and the full one on the same images
-   (pipeline.learn.inference.evaluate, whole image, one scale, no flip, the run's class list), and writes
-   runs/<name>/full_reference/metrics.json and runs/<name>/compare/weak_metrics.json;
+2. scores the last round's weak network (pipeline.commands.trained.load_run_model) and the full one on the same
+   images (whole image, one scale, no flip): mIoU, per-class IoU, pixel accuracy and the mean per-image foreground
+   Jaccard of each image's label; writes runs/<name>/full_reference/metrics.json and
+   runs/<name>/compare/weak_metrics.json;
 3. writes runs/<name>/compare/report.html with write_report.
 Both networks saw these images in training (the weak one with pseudo-labels), so the full score is the upper bound
 of the weak pipeline on its own images, not a held-out score. Runs in this process (GPU when present), no Ray.
@@ -30,7 +32,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -40,12 +41,12 @@ from pipeline.config import Config
 from pipeline.data.demo import ensure_demo
 from pipeline.learn.engine import resolve_device, train_model
 from pipeline.commands.gallery import caption, write_gallery
-from pipeline.learn.inference import evaluate
-from pipeline.io import atomic_write_bytes, load_mask, read_image, read_json, write_json
-from pipeline.metrics import read_per_image
+from pipeline.learn.inference import predict_probs
+from pipeline.io import IGNORE, atomic_write_bytes, load_mask, read_image, read_json, write_json
+from pipeline.metrics import confusion_matrix, foreground_jaccard, read_per_image, scores_from_confusion
 from pipeline.models import build_model
 from pipeline.commands.predict_images import colorize
-from pipeline.stage import Record, stage_done
+from pipeline.stage import Record, network_classes, network_outputs, stage_done
 from pipeline.commands.trained import RunError, finished_rounds, load_checkpoint_model, load_run_model, read_run
 from pipeline.data.transforms import TrainTransform
 from pipeline.data.weak import DatasetError, WeakDataset, load_ground_truth, load_weak_dataset
@@ -132,12 +133,17 @@ def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, ga
     else:
         weak = weak_metrics or final
         source = "the last round's network" if weak_metrics else f"stage {final['name']}"
+        classes = network_classes(cfg, classes) if weak_metrics else classes  # what the two networks predict
         plots.plot_per_class(classes, weak.get("per_class_iou") or {}, full_metrics.get("per_class_iou") or {},
                              out_dir / "per_class.png")
         plots.plot_relative(classes, weak, full_metrics, out_dir / "weak_vs_full.png")
         rel = plots.relative_scores(classes, weak, full_metrics)
         body.append(f"<p>Weak: {html.escape(source)}. Full: a network trained on the ground-truth masks.</p>")
         table = [["mIoU", _fmt(weak.get("miou")), _fmt(full_metrics.get("miou")), _fmt(rel["mIoU"], pct=True)]]
+        if "fg_jaccard" in full_metrics:
+            fg = [weak.get("fg_jaccard"), full_metrics["fg_jaccard"]]
+            table.append(["fg Jaccard (mean per image)", _fmt(fg[0]), _fmt(fg[1]),
+                          _fmt(100 * fg[0] / fg[1] if fg[0] is not None and fg[1] else None, pct=True)])
         table += [[c, _fmt((weak.get("per_class_iou") or {}).get(c)),
                    _fmt((full_metrics.get("per_class_iou") or {}).get(c)), _fmt(rel[c], pct=True)] for c in classes]
         body.append(_table(["", "weak", "full", "weak / full"], table))
@@ -158,36 +164,53 @@ def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, ga
 # ---------------------------------------------------------------------------------------------------------------
 # Fully supervised reference
 
-class GroundTruthDataset(torch.utils.data.Dataset):
-    """(image, ground-truth mask) training pairs, augmented by `transform(image, mask, rng)` (engine protocol)."""
+def network_truth(record: Record, cfg: Config, num_classes: int) -> np.ndarray | None:
+    """The ground truth in the classes the rounds' network predicts: the data set's class ids, or, for a
+    `rounds.foreground_network` run, 1 where the truth is the image's label and 0 elsewhere (255 stays not scored)."""
+    gt = load_ground_truth(record, cfg.data, num_classes)
+    if gt is None or not cfg.rounds.foreground_network:
+        return gt
+    return np.where(gt == IGNORE, IGNORE, gt == record.label).astype(np.uint8)
 
-    def __init__(self, records: list[Record], data_cfg, num_classes: int, transform: TrainTransform):
-        self.records, self.data_cfg, self.num_classes, self.transform = records, data_cfg, num_classes, transform
+
+class GroundTruthDataset(torch.utils.data.Dataset):
+    """(image, ground-truth mask) training pairs (`network_truth`), augmented by `transform(image, mask, rng)`
+    (engine protocol)."""
+
+    def __init__(self, records: list[Record], cfg: Config, num_classes: int, transform: TrainTransform):
+        self.records, self.cfg, self.num_classes, self.transform = records, cfg, num_classes, transform
 
     def __len__(self) -> int:
         return len(self.records)
 
     def get(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         record = self.records[i]
-        return self.transform(read_image(record.image, self.data_cfg.max_pixels),
-                              load_ground_truth(record, self.data_cfg, self.num_classes), rng)
+        return self.transform(read_image(record.image, self.cfg.data.max_pixels),
+                              network_truth(record, self.cfg, self.num_classes), rng)
 
 
-def _pairs(records: list[Record], cfg: Config, num_classes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _scores(model: torch.nn.Module, records: list[Record], cfg: Config, classes: tuple[str, ...],
+            num_classes: int, device) -> dict:
+    """mIoU, per-class IoU, pixel accuracy (one confusion matrix) and the mean per-image foreground Jaccard of each
+    image's label (the pipeline's measure; class 1 for a foreground network) of `model` on `records`, whole
+    images at one scale, no flip. `classes` are the network's, `num_classes` the data set's."""
+    model = model.to(device)
+    cm = np.zeros((len(classes), len(classes)), np.int64)
+    jaccards = []
     for r in records:
-        yield read_image(r.image, cfg.data.max_pixels), load_ground_truth(r, cfg.data, num_classes)
-
-
-def _scores(model: torch.nn.Module, records: list[Record], cfg: Config, classes: tuple[str, ...], device) -> dict:
-    scores = evaluate(model.to(device), _pairs(records, cfg, len(classes)), len(classes), classes, device=device)
-    scores.pop("confusion")
-    return {**scores, "images": len(records)}
+        gt = network_truth(r, cfg, num_classes)
+        pred = np.argmax(predict_probs(model, read_image(r.image, cfg.data.max_pixels), device=device), axis=0)
+        cm += confusion_matrix(pred, gt, len(classes))
+        label = 1 if cfg.rounds.foreground_network else r.label
+        jaccards.append(foreground_jaccard(pred == label, gt == label, gt != IGNORE))
+    return {**scores_from_confusion(cm, classes), "fg_jaccard": float(np.mean(jaccards)), "images": len(records)}
 
 
 def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record], out_dir: Path,
                          device: torch.device) -> Path:
     """Train (or reuse / resume) the fully supervised network in out_dir; returns out_dir/model.pt."""
-    key = {**cfg.keys_feeding("train"), "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records]}
+    key = {**cfg.keys_feeding("train"), "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records],
+           "foreground_network": cfg.rounds.foreground_network}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
     manifest = out_dir / "manifest.json"
     if out_dir.exists() and (not manifest.is_file() or read_json(manifest).get("hash") != digest):
@@ -196,10 +219,10 @@ def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record
         return out_dir / "model.pt"
     write_json(manifest, {"hash": digest, "config": key, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model, len(dataset.classes))
+    model = build_model(cfg.model, network_outputs(cfg, len(dataset.classes)))
     t = cfg.train
     transform = TrainTransform(t.crop, t.scale_range, t.flip, t.jitter, model.mean, model.std)
-    train_set = GroundTruthDataset(records, cfg.data, len(dataset.classes), transform)
+    train_set = GroundTruthDataset(records, cfg, len(dataset.classes), transform)
     weights = train_model(model, train_set, t, out_dir, seed=cfg.run.seed, resume=True, device=str(device))
     atomic_write_bytes(out_dir / "DONE", f"{digest}\n".encode())
     return weights
@@ -213,15 +236,12 @@ def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Pat
     run_dir = Path(cfg.run.root) / cfg.run.name
     if not (run_dir / "scores.json").is_file():
         raise RunError(f"{run_dir / 'scores.json'}: not found: run `coarse2fine run` first")
-    if cfg.rounds.foreground_network:
-        raise RunError(f"{run_dir}: rounds.foreground_network is true, so its network predicts foreground, not the "
-                       "data set's classes; the comparison with a class-aware full network needs a class-aware run")
-    weak_model, classes, _ = load_run_model(run_dir)
+    weak_model, classes, _ = load_run_model(run_dir)  # classes: the network's (background / foreground, or all)
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
     dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json")  # the run's decode cache
-    if tuple(dataset.classes) != classes:
-        raise RunError(f"{run_dir / 'run.json'}: classes {list(classes)} differ from the data set's "
+    if tuple(dataset.classes) != read_run(run_dir)[1]:
+        raise RunError(f"{run_dir / 'run.json'}: classes {list(read_run(run_dir)[1])} differ from the data set's "
                        f"{list(dataset.classes)} ({cfg.data.root})")
     records = [r for r in dataset.records if r.gt is not None]
     if not records:
@@ -231,9 +251,10 @@ def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Pat
     ref_dir = run_dir / "full_reference"
     weights = train_full_reference(cfg, dataset, records, ref_dir, device)
     full_model = load_checkpoint_model(weights, cfg.model, classes)
-    full = {**_scores(full_model, records, cfg, classes, device), "iterations": cfg.train.iterations,
+    num_classes = len(dataset.classes)
+    full = {**_scores(full_model, records, cfg, classes, num_classes, device), "iterations": cfg.train.iterations,
             "weights": str(weights)}
-    weak = {**_scores(weak_model, records, cfg, classes, device),
+    weak = {**_scores(weak_model, records, cfg, classes, num_classes, device),
             "weights": str(run_dir / f"round{finished_rounds(run_dir)[-1]}" / "train" / "model.pt")}
     write_json(ref_dir / "metrics.json", full)
     out_dir = run_dir / "compare"
