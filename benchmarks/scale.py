@@ -11,7 +11,8 @@ this script samples
   - the summed RSS of the driver and all its descendants (a local Ray cluster: GCS, raylet, every worker); with
     --address also every process under that cluster's --temp-dir (its raylets and their workers);
   - the driver's own peak RSS (VmHWM);
-  - the RSS of the largest Ray worker process (a task or actor, e.g. DDT's statistics of the one label group);
+  - per stage, the RSS of the largest Ray worker process (a task or actor: in `coarse`, DDT's statistics of the
+    one label group and its projection pass);
   - the growth of /dev/shm's used bytes since the start: the pages Ray's object store (plasma) has touched, an upper
     bound of its peak use (the store lives in an unlinked /dev/shm file).
 It prints, per N: images/s of every stage (from its manifest's seconds; training is per step, not per image), the
@@ -21,7 +22,6 @@ peaks, and bytes on disk per image per stage; then the ratios of the last N to t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -44,6 +44,7 @@ from pipeline.io import load_mask, save_mask  # noqa: E402
 MIB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PER_IMAGE = ("coarse", "crf", "round1/predict", "round1/crf")  # stages that visit every image once
+STAGES = ("coarse", "crf", "round1/train", "round1/predict", "round1/crf")
 
 
 def _chunk(args: tuple[Path, int, int, tuple[int, int]]) -> None:
@@ -136,12 +137,21 @@ def _shm_used() -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def measured_run(cmd: list[str], cluster_temp: str) -> dict:
-    """Run `cmd`; its seconds and peaks: RSS of the whole tree (+ the cluster's processes), driver, /dev/shm growth."""
+def _running_stage(run_dir: Path) -> str:
+    """The stage `run_dir` is in: the one whose manifest.json exists without its DONE ("" before the first)."""
+    for stage in STAGES:
+        if (run_dir / stage / "manifest.json").is_file() and not (run_dir / stage / "DONE").is_file():
+            return stage
+    return ""
+
+
+def measured_run(cmd: list[str], cluster_temp: str, run_dir: Path) -> dict:
+    """Run `cmd`; its seconds and peaks: RSS of the whole tree (+ the cluster's processes), driver, /dev/shm growth,
+    and per stage of `run_dir` the largest Ray worker."""
     shm0 = _shm_used()
     start = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT)
-    peaks = {"all": 0, "driver": 0, "shm": 0, "task": 0}
+    peaks: dict = {"all": 0, "driver": 0, "shm": 0, "task": {}}
     roots = _cluster_roots(cluster_temp) if cluster_temp else []
 
     def sample() -> None:
@@ -150,7 +160,9 @@ def measured_run(cmd: list[str], cluster_temp: str) -> dict:
             peaks["all"] = max(peaks["all"], total)
             peaks["driver"] = max(peaks["driver"], _status_kib(proc.pid, "VmHWM") * 1024)
             peaks["shm"] = max(peaks["shm"], _shm_used() - shm0)
-            peaks["task"] = max(peaks["task"], _largest_worker([proc.pid, *roots]))
+            stage = _running_stage(run_dir)
+            if stage:
+                peaks["task"][stage] = max(peaks["task"].get(stage, 0), _largest_worker([proc.pid, *roots]))
             time.sleep(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -204,12 +216,13 @@ def main() -> None:
         write_config(config, data, root, name, shape, args.iterations)
         cmd = [sys.executable, "orchestrate.py", "run", "--config", str(config)]
         cmd += [a for s in args.set for a in ("--set", s)] + (["--address", args.address] if args.address else [])
-        peaks = measured_run(cmd, args.cluster_temp)
+        peaks = measured_run(cmd, args.cluster_temp, root / name)
         rate, disk, score = stage_figures(root / name, n)
         runs.append({"n": n, "shape": list(shape), "seconds": round(peaks["seconds"], 1),
                      "peak_rss_all_mib": round(peaks["all"] / MIB, 1), "driver_rss_mib": round(peaks["driver"] / MIB, 1),
                      "object_store_peak_mib": round(peaks["shm"] / MIB, 1),
-                     "largest_task_rss_mib": round(peaks["task"] / MIB, 1), "images_per_s": rate,
+                     "largest_task_rss_mib": {k: round(v / MIB, 1) for k, v in peaks["task"].items()},
+                     "images_per_s": rate,
                      "disk_bytes_per_image": disk, "fg_jaccard": score})
         if not args.keep:
             shutil.rmtree(root / name, ignore_errors=True)
@@ -221,23 +234,29 @@ def main() -> None:
 
 def report(runs: list[dict]) -> None:
     stages = list(runs[0]["images_per_s"])
-    print(f"\n{'N':>7}{'total s':>9}{'all RSS MiB':>13}{'driver MiB':>12}{'task MiB':>10}{'store MiB':>11}  "
+    print(f"\n{'N':>7}{'total s':>9}{'all RSS MiB':>13}{'driver MiB':>12}{'store MiB':>11}  "
           + "  ".join(f"{s} /s" for s in stages))
     for r in runs:
         print(f"{r['n']:>7}{r['seconds']:>9.0f}{r['peak_rss_all_mib']:>13.0f}{r['driver_rss_mib']:>12.0f}"
-              f"{r['largest_task_rss_mib']:>10.0f}{r['object_store_peak_mib']:>11.0f}  " + "  ".join(f"{r['images_per_s'][s]:>{len(s) + 3}.2f}"
-                                                               for s in stages))
+              f"{r['object_store_peak_mib']:>11.0f}  "
+              + "  ".join(f"{r['images_per_s'][s]:>{len(s) + 3}.2f}" for s in stages))
+    for r in runs:
+        print(f"N={r['n']}: largest Ray worker per stage (MiB): "
+              + ", ".join(f"{s} {v:.0f}" for s, v in r["largest_task_rss_mib"].items()))
     print("disk bytes per image: " + ", ".join(f"{s} {v}" for s, v in runs[-1]["disk_bytes_per_image"].items()))
+    last = runs[-1]
+    coarse_task = last["largest_task_rss_mib"].get("coarse", 0.0)
+    print(f"driver + coarse (DDT) task at N={last['n']}: {last['driver_rss_mib'] + coarse_task:.0f} MiB "
+          "(target <= 2048)")
     if len(runs) < 2:
         return
-    first, last = runs[0], runs[-1]
+    first = runs[0]
     print(f"\nN={last['n']} vs N={first['n']} (targets: memory <= 1.2, per-image throughput >= 0.9):")
     print(f"  peak RSS of all processes {last['peak_rss_all_mib'] / first['peak_rss_all_mib']:.3f}, driver "
           f"{last['driver_rss_mib'] / first['driver_rss_mib']:.3f}, object store "
           f"{last['object_store_peak_mib'] / max(first['object_store_peak_mib'], 1e-9):.3f}")
-    print(f"  driver growth {(last['driver_rss_mib'] - first['driver_rss_mib']) * 1024 / (last['n'] - first['n']):.2f} "
-          f"KiB per image; driver + largest task at N={last['n']}: "
-          f"{last['driver_rss_mib'] + last['largest_task_rss_mib']:.0f} MiB (target <= 2048)")
+    print(f"  driver growth {(last['driver_rss_mib'] - first['driver_rss_mib']) * 1024 / (last['n'] - first['n']):.2f}"
+          " KiB per image")
     print("  throughput " + ", ".join(f"{s} {last['images_per_s'][s] / first['images_per_s'][s]:.3f}"
                                       for s in PER_IMAGE if s in first["images_per_s"]))
 

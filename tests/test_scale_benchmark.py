@@ -39,3 +39,14 @@ def test_stage_figures(tmp_path):
     scores = len((tmp_path / "crf" / "scores.json").read_bytes())
     assert disk["crf"] == round((1000 + manifest + scores) / 2)
     assert score == {"crf": 0.5}
+
+
+def test_running_stage_is_the_one_with_a_manifest_and_no_done(tmp_path):
+    assert scale._running_stage(tmp_path) == ""
+    for stage in ("coarse", "crf"):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "manifest.json").write_text("{}")
+    (tmp_path / "coarse" / "DONE").write_text("x\n")
+    assert scale._running_stage(tmp_path) == "crf"
+    (tmp_path / "crf" / "DONE").write_text("x\n")
+    assert scale._running_stage(tmp_path) == ""
