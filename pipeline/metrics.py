@@ -54,7 +54,7 @@ def foreground_jaccard(pred_fg: np.ndarray, gt_fg: np.ndarray, valid: np.ndarray
     return float(np.logical_and(pred_fg, gt_fg).sum() / union) if union else 1.0
 
 
-PER_IMAGE_FILE = "per_image.csv"  # in a scored stage folder: stem,fg_jaccard (empty: no ground truth)
+PER_IMAGE_FILE = "per_image.csv"  # in a scored stage folder: stem,fg_jaccard (empty: not scored)
 
 
 def iter_per_image(stage_dir: str | Path) -> Iterator[tuple[str, float | None]]:

@@ -91,7 +91,8 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
     scores = {
         "images": len(ctx.records),
         "scored": scored,
-        "fg_jaccard": math.fsum(j for _, j in iter_per_image(dst)) / scored if scored else None,  # exact sum: the same in any task order
+        # an exact sum of the file's column: the same whatever order the tasks finished in
+        "fg_jaccard": math.fsum(j for _, j in iter_per_image(dst)) / scored if scored else None,
         **(scores_from_confusion(cm, ctx.classes) if scored else {"miou": None, "pixel_acc": None,
                                                                   "per_class_iou": {}}),
         "seconds": round(time.time() - start, 2),

@@ -237,11 +237,12 @@ def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Pat
     if not (run_dir / "scores.json").is_file():
         raise RunError(f"{run_dir / 'scores.json'}: not found: run `coarse2fine run` first")
     weak_model, classes, _ = load_run_model(run_dir)  # classes: the network's (background / foreground, or all)
+    run_classes = read_run(run_dir)[1]  # the data set's, as the run saw them
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
     dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json")  # the run's decode cache
-    if tuple(dataset.classes) != read_run(run_dir)[1]:
-        raise RunError(f"{run_dir / 'run.json'}: classes {list(read_run(run_dir)[1])} differ from the data set's "
+    if tuple(dataset.classes) != run_classes:
+        raise RunError(f"{run_dir / 'run.json'}: classes {list(run_classes)} differ from the data set's "
                        f"{list(dataset.classes)} ({cfg.data.root})")
     records = [r for r in dataset.records if r.gt is not None]
     if not records:

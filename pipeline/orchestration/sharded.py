@@ -134,17 +134,6 @@ def to_batch(rows: Sequence[Mapping[str, Any]]) -> Batch:
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 
 
-def batch_rows(batch: Batch) -> list[dict]:
-    """A batch of columns -> rows of plain Python values."""
-    columns = {key: list(values) for key, values in batch.items()}
-    count = len(next(iter(columns.values()))) if columns else 0
-    return [{key: _plain(values[i]) for key, values in columns.items()} for i in range(count)]
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 class _DeviceActor:
     """A Ray Data actor: builds the device step once (the model on its GPU or CPUs), then maps batches with it."""
 
