@@ -7,18 +7,19 @@ A stage is a module in `stages/` with one function:
 It reads the previous stage's per-image files from `src` (None for the first stage), writes for every record
 `dst/<stem>.npz` (soft map, see `pipeline.io.save_probs`) and then `dst/<stem>.png` (the pseudo-label with 255 =
 ignore, see `pipeline.labels`), and returns a small JSON-able summary. The `.png` is written last, so an image whose
-`.png` exists is finished: `pending()` lists the others, which makes every stage resumable per image.
+`.png` exists is finished: `pending()` streams the others, which makes every stage resumable per image.
 The runner (`pipeline.orchestration.runner`) writes `manifest.json` and the `DONE` marker around `run()`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from pipeline.config import Config
 
 
-@dataclass(frozen=True, slots=True)  # slots: the driver holds one per image
+@dataclass(frozen=True, slots=True)  # slots: one is made per row read from a RecordTable
 class Record:
     """One training image: its file, its image-level label (a class id >= 1) and optional ground truth."""
 
@@ -31,7 +32,7 @@ class Record:
 @dataclass(frozen=True)
 class StageContext:
     cfg: Config
-    records: tuple[Record, ...]
+    records: Sequence[Record]  # a RecordTable (pipeline.data.record_table) in a run; a tuple in tests
     classes: tuple[str, ...]  # classes[0] == "background"
     run_dir: Path
     round: int = 0  # 0 before the recursive rounds, k inside round k
@@ -56,9 +57,25 @@ def training_labels(round_: int) -> str:
     return "crf" if round_ <= 1 else f"round{round_ - 1}/crf"
 
 
-def pending(records: tuple[Record, ...] | list[Record], dst: Path) -> list[Record]:
-    """Records whose output `dst/<stem>.png` does not exist yet."""
-    return [r for r in records if not (dst / f"{r.stem}.png").exists()]
+class Pending:
+    """The records whose output `dst/<stem>.png` did not exist when this was made, streamed: they are counted
+    then (`len`, one pass of file checks), and iterating checks each file again as it goes, so nothing per image
+    is held (N may be millions) and an image finished in the meantime is not handed out twice."""
+
+    def __init__(self, records: Sequence[Record], dst: Path):
+        self.records, self.dst = records, Path(dst)
+        self.count = sum(1 for _ in self)
+
+    def __iter__(self) -> Iterator[Record]:
+        return (r for r in self.records if not (self.dst / f"{r.stem}.png").exists())
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def pending(records: Sequence[Record], dst: Path) -> Pending:
+    """Records whose output `dst/<stem>.png` does not exist yet (see `Pending`)."""
+    return Pending(records, dst)
 
 
 def stage_done(stage_dir: Path, digest: str | None = None) -> bool:

@@ -41,7 +41,7 @@ from pipeline.labels import soft_to_mask
 from pipeline.orchestration.parallel import run_on_device, stream_tasks
 from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, map_on_devices,
                                             replace_columns, run_inference)
-from pipeline.stage import Record, StageContext, pending
+from pipeline.stage import Pending, Record, StageContext, pending
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def write_maps(batch: Batch, finish: Callable[[np.ndarray, tuple[int, int]], np.
             "ignore": np.array([s["ignore"] for s in stats])}
 
 
-def _network_pass(method: str, ctx: StageContext, dst: Path, todo: list[Record]) -> InferencePass:
+def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending) -> InferencePass:
     """The sharded pass of `ddt` / `cam` / `isnet` over `todo`, after the group work it needs: DDT's statistics per
     label group (one device task per group needing them), CAM's classifier (one device task)."""
     from pipeline.coarse.features import backbone_input
@@ -148,10 +148,10 @@ def _network_pass(method: str, ctx: StageContext, dst: Path, todo: list[Record])
         prepare, finish = partial(backbone_input, side=cfg.coarse.image_side), ddt.projection_probability
         keys = None
         if cfg.coarse.ddt_groups == "label":
-            groups = ddt.group_records(ctx.records, "label")
+            groups = dict(ddt.ddt_groups(ctx.records, "label"))  # each a view of the table: no record held
             waiting = {f"label_{r.label}" for r in todo}
             map_on_devices(partial(ddt.group_statistics, dst=str(dst), cfg=cfg.coarse, max_pixels=cfg.data.max_pixels),
-                           [tuple(g) for name, g in sorted(groups.items()) if name in waiting], cfg.ray,
+                           [g for name, g in sorted(groups.items()) if name in waiting], cfg.ray,
                            desc="coarse ddt statistics")
             keys = {name: ddt.stems_key(g) for name, g in groups.items() if name in waiting}
         network = partial(ddt.Projector, str(dst), keys)
@@ -159,7 +159,7 @@ def _network_pass(method: str, ctx: StageContext, dst: Path, todo: list[Record])
         from pipeline.coarse import cam
 
         prepare, finish = partial(backbone_input, side=cfg.coarse.image_side), cam.cam_probability
-        run_on_device(cam.fit_classifier, tuple(ctx.records), len(ctx.classes), dst, cfg.coarse,
+        run_on_device(cam.fit_classifier, ctx.records, len(ctx.classes), dst, cfg.coarse,
                       cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
         key = cam.train_key(ctx.records, cfg.coarse, cfg.run.seed)
         network = partial(cam.CamMapper, str(dst), len(ctx.classes), key, cam.imagenet_mode(ctx.records, cfg.coarse))

@@ -26,7 +26,7 @@ import dataclasses
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from pipeline.config import Config, TrainConfig
 from pipeline.orchestration.parallel import cluster_resources, run_on_device, training_workers
@@ -49,7 +49,7 @@ def round_model(cfg: Config, num_classes: int, warm_start: str | None) -> nn.Mod
     return model
 
 
-def round_dataset(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, mean: tuple, std: tuple):
+def round_dataset(cfg: Config, records: Sequence[Record], num_classes: int, src: str, mean: tuple, std: tuple):
     """The pseudo-labels `src/<stem>.png` of `records` with the training augmentation (every class >= 1 becomes
     foreground with `rounds.foreground_network`)."""
     from pipeline.data.transforms import TrainTransform
@@ -60,7 +60,7 @@ def round_dataset(cfg: Config, records: tuple[Record, ...], num_classes: int, sr
                               foreground_only=cfg.rounds.foreground_network)
 
 
-def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
+def train_task(cfg: Config, records: Sequence[Record], num_classes: int, src: str, dst: str, round_: int,
                warm_start: str | None) -> dict:
     """Device task: build the network, optionally load warm-start weights, train, return a small summary."""
     import torch
@@ -77,7 +77,7 @@ def train_task(cfg: Config, records: tuple[Record, ...], num_classes: int, src: 
             "seconds": round(time.time() - start, 2), "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
-def train_on_gpus(cfg: Config, records: tuple[Record, ...], num_classes: int, src: str, dst: str, round_: int,
+def train_on_gpus(cfg: Config, records: Sequence[Record], num_classes: int, src: str, dst: str, round_: int,
                   warm_start: str | None, workers: int) -> dict:
     """Ray Train data parallel over `workers` GPUs (`pipeline.learn.distributed`): every worker builds the network
     and data set itself, `train.batch_size` images per worker and step; rank 0 writes `dst` (resumable, as above)."""
@@ -114,9 +114,9 @@ def run(ctx: StageContext, src: Path, dst: Path) -> dict:
         warm = str(previous)
     workers, _ = training_workers(cluster_resources(ctx.cfg.ray))
     if workers > 1:
-        return train_on_gpus(ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round, warm,
+        return train_on_gpus(ctx.cfg, ctx.records, len(ctx.classes), str(src), str(dst), ctx.round, warm,
                              workers)
-    return run_on_device(train_task, ctx.cfg, tuple(ctx.records), len(ctx.classes), str(src), str(dst), ctx.round,
+    return run_on_device(train_task, ctx.cfg, ctx.records, len(ctx.classes), str(src), str(dst), ctx.round,
                          warm, cfg=ctx.cfg.ray,
                          progress=lambda elapsed: training_progress(dst, ctx.cfg.train.iterations,
                                                                     ctx.cfg.train.batch_size, elapsed))

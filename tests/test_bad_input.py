@@ -4,9 +4,12 @@ reason, or - for odd but valid images (grey / RGBA / palette / 16-bit) - is read
 Labels files: test_bad_labels.py; configs: test_bad_config.py; full disk and killed writers: test_crash_safety.py."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sqlite3
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,7 +101,7 @@ def test_undecodable_pixels_in_data_set_are_found_at_load_time(tmp_path):
 
 def test_decode_check_cache_decodes_only_new_or_changed_images(tmp_path, monkeypatch):
     root = weak_set(tmp_path / "set", {"a.png": image(), "b.png": image(20)}, ["a.png,cat", "b.png,dog"])
-    cache, decoded, real = tmp_path / "checked.json", [], image_check.read_image
+    cache, decoded, real = tmp_path / "checked.sqlite", [], image_check.read_image
     monkeypatch.setattr(image_check, "read_image", lambda path, m: decoded.append(path.name) or real(path, m))
     load_weak_dataset(data_cfg(root), checked=cache)
     assert sorted(decoded) == ["a.png", "b.png"] and cache.is_file()
@@ -113,13 +116,18 @@ def test_decode_check_cache_decodes_only_new_or_changed_images(tmp_path, monkeyp
     (root / "images" / "b.png").write_bytes(good[: len(good) // 2])
     ds = load_weak_dataset(data_cfg(root, on_bad_image="skip"), checked=cache)
     assert decoded == ["b.png"] and len(ds.skipped) == 1 and "b.png: cannot decode image" in ds.skipped[0]
-    assert list(json.loads(cache.read_text())["images"]) == [str(root.absolute() / "images" / "a.png")]
+    assert cached_paths(cache) == [str(root.absolute() / "images" / "a.png")]
     with pytest.raises(DatasetError, match=r"a\.png: 8x6 is larger than data\.max_pixels=10"):
         load_weak_dataset(data_cfg(root, max_pixels=10), checked=cache)  # header checks run even when cached
-    cache.write_text("{")  # a damaged cache is ignored and rewritten
+    cache.write_text("{")  # a damaged cache (here: not SQLite at all) is ignored and rewritten
     decoded.clear()
     assert len(load_weak_dataset(data_cfg(root, on_bad_image="skip"), checked=cache).records) == 1
-    assert sorted(decoded) == ["a.png", "b.png"] and json.loads(cache.read_text())["version"] == image_check.CACHE_VERSION
+    assert sorted(decoded) == ["a.png", "b.png"] and cached_paths(cache) == [str(root.absolute() / "images" / "a.png")]
+
+
+def cached_paths(cache: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(cache)) as db:
+        return [row[0] for row in db.execute("SELECT path FROM images ORDER BY path")]
 
 
 # ---------------------------------------------------------------------------------------------------------------

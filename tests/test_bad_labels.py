@@ -96,7 +96,7 @@ def test_names_with_spaces_and_non_ascii_work(tmp_path):
     for r in ds.records:
         assert (load_mask(dst / f"{r.stem}.png") == r.label).all()
         assert load_probs(dst / f"{r.stem}.npz")[1].tolist() == [0, r.label]
-    assert pending(ds.records, dst) == []
+    assert list(pending(ds.records, dst)) == []
     assert sorted(p.name for p in dst.iterdir()) == sorted(f"{r.stem}.{s}" for r in ds.records for s in ("npz", "png"))
 
 

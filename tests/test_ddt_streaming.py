@@ -13,6 +13,7 @@ from skimage import data as skdata
 from skimage.transform import resize
 
 from pipeline.coarse import ddt
+from pipeline.data.record_table import write_records
 from pipeline.coarse.ddt import DDTSums, ddt_maps, ddt_statistics, orient_component
 from pipeline.coarse.features import load_backbone, piecewise_probability, upsample_to
 from pipeline.config import load_config
@@ -161,7 +162,7 @@ def batch_reference(records: list[Record], side: int, groups: str) -> dict[str, 
     """The algorithm before streaming: all of a group's maps in memory, batch statistics, then projection."""
     model = load_backbone(torch.device("cpu"))
     out = {}
-    for _, group in sorted(ddt.group_records(records, groups).items()):
+    for _, group in ddt.ddt_groups(records, groups):
         images = {r.stem: read_image(r.image) for r in group}
         feats = {s: ddt.extract(model, im, side, torch.device("cpu")) for s, im in images.items()}
         mean, pc = batch_statistics(list(feats.values()))
@@ -200,6 +201,10 @@ def test_ddt_maps_equal_batch_algorithm(tmp_path, extracted, groups):
         assert sorted(extracted) == sorted(2 * [f"img{i}" for i in range(5)] + ["img5"])
     else:
         assert sorted(extracted) == [f"img{i}" for i in range(6)]
+    table = write_records(records, tmp_path / "records.sqlite")  # the groups as views of a run's table: same maps
+    from_table = dict((r.stem, p) for r, p in ddt_maps(table, tmp_path / "ddt_table", cfg, 10**8, seed=0))
+    for stem in want:
+        np.testing.assert_array_equal(from_table[stem], got[stem], err_msg=stem)
 
 
 def test_ddt_maps_resume_uses_cache_and_only_pass_2(tmp_path, extracted, monkeypatch):

@@ -73,8 +73,11 @@ class CamHead(nn.Module):
 
 def train_key(records: Sequence[Record], cfg: CoarseConfig, seed: int) -> str:
     """The key the fine-tuned classifier is kept under in `dst/_cam/classifier.pt`: a hash of its training set."""
-    text = "\n".join(f"{r.stem}:{r.label}" for r in records) + f"|{cfg.cam_epochs}|{cfg.image_side}|{seed}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()  # of "stem:label" lines joined by newlines, then the settings; streamed
+    for i, r in enumerate(records):
+        digest.update(f"{chr(10) if i else ''}{r.stem}:{r.label}".encode())
+    digest.update(f"|{cfg.cam_epochs}|{cfg.image_side}|{seed}".encode())
+    return digest.hexdigest()[:16]
 
 
 def fine_tune(head: CamHead, feats: list[torch.Tensor], targets: list[int], epochs: int, seed: int) -> list[float]:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 
 from pipeline.config import CoarseConfig
+from pipeline.data.record_table import label_groups, sorted_stems
 from pipeline.io import atomic_write_bytes, read_image
 from pipeline.models.efficientnet_lite import EfficientNetLite0
 from pipeline.stage import Record, pending
@@ -225,17 +225,20 @@ def project_images(records: Iterable[Record], mean: np.ndarray, pc: np.ndarray, 
         yield r, probability(feature_map, size, mean, pc)
 
 
-def group_records(records: Sequence[Record], mode: str) -> dict[str, list[Record]]:
-    """Records by DDT group name: "label_<id>" (`coarse.ddt_groups: label`) or "image_<stem>" (`image`)."""
-    groups: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
-        groups[f"label_{r.label}" if mode == "label" else f"image_{r.stem}"].append(r)
-    return groups
+def ddt_groups(records: Sequence[Record], mode: str) -> Iterator[tuple[str, Sequence[Record]]]:
+    """(name, records) of every DDT group in name order: "label_<id>" (`coarse.ddt_groups: label`, read through the
+    table's label index) or "image_<stem>" (`image`, one record each, in record order)."""
+    if mode == "image":
+        return ((f"image_{r.stem}", (r,)) for r in records)
+    return iter(sorted((f"label_{label}", group) for label, group in label_groups(records)))
 
 
 def stems_key(records: Sequence[Record]) -> str:
-    """The key a group's cached statistics are kept under: a hash of its stems."""
-    return hashlib.sha256("\n".join(sorted(r.stem for r in records)).encode()).hexdigest()[:16]
+    """The key a group's cached statistics are kept under: a hash of its stems (sorted, joined by newlines)."""
+    digest = hashlib.sha256()
+    for i, stem in enumerate(sorted_stems(records)):
+        digest.update((f"\n{stem}" if i else stem).encode())
+    return digest.hexdigest()[:16]
 
 
 def _load_cached(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -259,9 +262,8 @@ def ddt_maps(records: Sequence[Record], dst: Path, cfg: CoarseConfig, max_pixels
     torch.manual_seed(seed)
     model, device = _backbone(None)
     side = cfg.image_side
-    todo = {r.stem for r in pending(records, dst)}
-    for name, group in sorted(group_records(records, cfg.ddt_groups).items()):
-        group_todo = [r for r in group if r.stem in todo]
+    for name, group in ddt_groups(records, cfg.ddt_groups):
+        group_todo = pending(group, dst)
         if not group_todo:
             continue
         cache, key = dst / "_ddt" / f"{name}.npz", stems_key(group)

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.data.weak_rows import IMAGE_SUFFIXES
 from pipeline.learn.inference import predict_probs
 from pipeline.io import ImageError, palette, read_image, save_image, save_mask, write_json
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # as pipeline.data.weak
 OVERLAY_ALPHA = 0.5  # weight of the class colour in the overlay
 OVERLAY_QUALITY = 90  # JPEG quality of the overlays
 SKIPPED_FILE = "skipped.json"  # in the output folder, with skip_bad: the images that could not be read

@@ -78,7 +78,7 @@ def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, 
     per_image = read_per_image(run_dir / final["dir"])
     if count <= 0 or not any(v is not None for v in per_image.values()):
         return ["<p>No per-image scores in the final stage (no ground truth?): no gallery.</p>"]
-    records = {r.stem: r for r in load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json").records}
+    records = {r.stem: r for r in load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite").records}
 
     def panels_for(stem: str) -> tuple[list, str]:
         record = records.get(stem)
@@ -240,7 +240,7 @@ def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Pat
     run_classes = read_run(run_dir)[1]  # the data set's, as the run saw them
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
-    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json")  # the run's decode cache
+    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite")  # the run's decode cache
     if tuple(dataset.classes) != run_classes:
         raise RunError(f"{run_dir / 'run.json'}: classes {list(run_classes)} differ from the data set's "
                        f"{list(dataset.classes)} ({cfg.data.root})")

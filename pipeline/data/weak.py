@@ -13,48 +13,70 @@ a missing, empty, undecodable or too large image, an unknown label or no label a
 intact but whose pixels are not (a JPEG cut in half) is found before any stage runs, and stages never see it.
 Never skipped: malformed label files, duplicate image ids, and paths that are absolute or contain `..` (an output
 `<stem>.png` must stay inside its stage folder: stems never contain `/`).
-Hidden files (names starting with '.') in the image folder are ignored.
+Hidden files (names starting with '.') in the image folder are ignored. The rows are read as streams
+(pipeline.data.weak_rows) and the records stored in a SQLite file (pipeline.data.record_table), a chunk at a time:
+loading N images holds no object per image.
 """
 from __future__ import annotations
 
-import csv
-import io
-import re
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.data.image_check import check_images
+from pipeline.data.image_check import ImageChecker
+from pipeline.data.record_table import RecordTable, RecordWriter
+from pipeline.data.weak_rows import (DatasetError, label_from_name, leaves_folder, list_images, read_classes,
+                                     read_labels_csv, stem_of, too_long, utf8_name)
 from pipeline.io import IGNORE, image_size, load_mask, read_image
 from pipeline.stage import Record
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(ValueError):
-    """The data set on disk is not usable; the message names the file and says why."""
+CHUNK_ROWS = 256  # rows validated (and images decoded) per step of the load: its memory, whatever N is
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class WeakDataset:
     root: Path
-    records: tuple[Record, ...]
+    records: RecordTable  # in a SQLite file (pipeline.data.record_table): read lazily
     classes: tuple[str, ...]  # classes[0] == "background"
     skipped: tuple[str, ...] = field(default=())  # "<file>: <reason>" for rows skipped under on_bad_image=skip
 
 
-def load_weak_dataset(cfg: DataConfig, checked: Path | None = None) -> WeakDataset:
+def load_weak_dataset(cfg: DataConfig, checked: Path | None = None, table: Path | None = None) -> WeakDataset:
     """Read and validate the data set described by the `data:` config section, decoding every image once.
 
-    `checked`: a cache file of the images that decoded (a run directory's `images_checked.json`), so that a rerun
-    decodes only new or changed files."""
+    The records go to a SQLite file (`table`, e.g. a run's `records.sqlite`; None: a temporary file that lives as
+    long as the returned records), and rows are read, checked and stored a chunk at a time, so loading holds no
+    object per image (pipeline.data.record_table). `checked`: a cache of the images that decoded (a run
+    directory's `images_checked.sqlite`), so that a rerun decodes only new or changed files."""
     root = Path(cfg.root)
     image_dir = root / cfg.images
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: image folder not found (data.root={cfg.root!r}, data.images={cfg.images!r})")
+    from_csv = bool(cfg.labels) and not cfg.class_agnostic
+    if from_csv and not (root / cfg.labels).is_file():
+        raise DatasetError(f"{root / cfg.labels}: labels file not found")
+    if not from_csv and not cfg.class_agnostic and not cfg.label_pattern:
+        raise DatasetError("data.labels is empty and data.label_pattern is not set: nowhere to read labels from")
+
+    def rows() -> Iterator[tuple[str, str, int]]:
+        if from_csv:
+            return read_labels_csv(root / cfg.labels)
+        return ((rel, label_from_name(path, cfg), 0) for rel, path in list_images(image_dir))
+
+    if cfg.class_agnostic:
+        classes: tuple[str, ...] = ("background", "foreground")
+    elif cfg.classes and (root / cfg.classes).is_file():
+        classes = read_classes(root / cfg.classes)
+    elif cfg.classes and cfg.labels:
+        raise DatasetError(f"{root / cfg.classes}: class list not found (set data.classes: '' to derive it)")
+    else:  # a first pass over the rows: only the label names are kept
+        classes = ("background", *sorted({label for _, label, _ in rows() if label}))
     skipped: list[str] = []
 
     def bad(message: str) -> None:
@@ -63,41 +85,45 @@ def load_weak_dataset(cfg: DataConfig, checked: Path | None = None) -> WeakDatas
         else:
             raise DatasetError(message)
 
-    if cfg.labels and not cfg.class_agnostic:
-        rows = _read_labels_csv(root / cfg.labels)
-    else:
-        rows = [(p.relative_to(image_dir).as_posix(), _label_from_name(p, cfg), 0) for p in _list_images(image_dir)]
-        if not cfg.class_agnostic and not cfg.label_pattern:
-            raise DatasetError("data.labels is empty and data.label_pattern is not set: nowhere to read labels from")
-    if cfg.class_agnostic:
-        classes: tuple[str, ...] = ("background", "foreground")
-    elif cfg.classes and (root / cfg.classes).is_file():
-        classes = _read_classes(root / cfg.classes)
-    elif cfg.classes and cfg.labels:
-        raise DatasetError(f"{root / cfg.classes}: class list not found (set data.classes: '' to derive it)")
-    else:
-        classes = ("background", *sorted({label for _, label, _ in rows if label}))
-    index = {name: i for i, name in enumerate(classes)}
-    to_check = sorted({rel for rel, _, _ in rows if not _leaves(rel) and not _too_long(_stem(rel))})
-    problems = dict(zip(to_check, check_images([image_dir / rel for rel in to_check], cfg.max_pixels, checked)))
+    with RecordWriter(table) as writer, ImageChecker(cfg.max_pixels, checked) as checker:
+        for chunk in _chunks(rows(), CHUNK_ROWS):
+            _add_rows(chunk, writer, checker, cfg, classes, bad)
+        if from_csv:
+            for rel, path in list_images(image_dir):
+                if not utf8_name(rel) or not writer.knows(rel):
+                    bad(f"{path}: image has no row in {root / cfg.labels}")
+        if not writer.count:
+            raise DatasetError(f"{root}: the data set holds no usable images")
+    assert writer.table is not None
+    return WeakDataset(root=root, records=writer.table, classes=classes, skipped=tuple(skipped))
 
-    records: list[Record] = []
-    seen: dict[str, str] = {}
+
+def _add_rows(rows: list[tuple[str, str, int]], writer: RecordWriter, checker: ImageChecker, cfg: DataConfig,
+              classes: tuple[str, ...], bad: Callable[[str], None]) -> None:
+    """Validate one chunk of (image path, label name, labels-file line) rows and store the good ones in `writer`."""
+    root, image_dir = Path(cfg.root), Path(cfg.root) / cfg.images
+    to_check = sorted({rel for rel, _, _ in rows if not leaves_folder(rel) and not too_long(stem_of(rel))})
+    problems = dict(zip(to_check, checker.check([image_dir / rel for rel in to_check])))
+    index = {name: i for i, name in enumerate(classes)}
     for rel, label, line in rows:
         where = f"{root / cfg.labels}:{line}" if line else str(image_dir / rel)
-        if _leaves(rel):
+        if leaves_folder(rel):
             raise DatasetError(f"{where}: image path {rel!r} leaves {image_dir} (absolute paths, '..' and NUL are "
                                "not allowed)")
-        stem = _stem(rel)
-        if _too_long(stem):
+        if not utf8_name(rel):
+            bad(f"{where}: file name is not valid UTF-8")
+            continue
+        writer.remember(PurePosixPath(rel).as_posix())
+        stem = stem_of(rel)
+        if too_long(stem):
             bad(f"{where}: image id {stem[:40]!r}... is too long for output file names (at most 251 bytes)")
             continue
         if problems[rel]:
             bad(f"{where}: {problems[rel]}")
             continue
-        if stem in seen:
-            raise DatasetError(f"{where}: duplicate image id {stem!r} (also {seen[stem]})")
-        seen[stem] = rel
+        other = writer.claim(stem, rel)
+        if other is not None:
+            raise DatasetError(f"{where}: duplicate image id {stem!r} (also {other})")
         if cfg.class_agnostic:
             label_id = 1
         elif label not in index:
@@ -109,17 +135,13 @@ def load_weak_dataset(cfg: DataConfig, checked: Path | None = None) -> WeakDatas
                 bad(f"{where}: an image label cannot be the background class {classes[0]!r}")
                 continue
         gt = root / cfg.masks / f"{stem}.png" if cfg.masks else None
-        records.append(Record(stem=stem, image=image_dir / rel, label=label_id, gt=gt if gt and gt.is_file() else None))
+        writer.add(Record(stem=stem, image=image_dir / rel, label=label_id, gt=gt if gt and gt.is_file() else None))
 
-    if cfg.labels and not cfg.class_agnostic:
-        labelled = {PurePosixPath(rel).as_posix() for rel, _, _ in rows}
-        for p in _list_images(image_dir):
-            rel = p.relative_to(image_dir).as_posix()
-            if rel not in labelled:
-                bad(f"{p}: image has no row in {root / cfg.labels}")
-    if not records:
-        raise DatasetError(f"{root}: the data set holds no usable images")
-    return WeakDataset(root=root, records=tuple(records), classes=classes, skipped=tuple(skipped))
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    source = iter(items)
+    while chunk := list(itertools.islice(source, size)):
+        yield chunk
 
 
 def load_ground_truth(record: Record, cfg: DataConfig, num_classes: int | None = None) -> np.ndarray | None:
@@ -152,9 +174,11 @@ class PseudoLabelDataset(torch.utils.data.Dataset):
     (seed, sample counter) to `get`, so augmentation is reproducible (see pipeline.learn.engine).
     """
 
-    def __init__(self, records: tuple[Record, ...] | list[Record], mask_dir: Path, transform, max_pixels: int,
+    def __init__(self, records: Sequence[Record], mask_dir: Path, transform, max_pixels: int,
                  num_classes: int | None = None, foreground_only: bool = False):
-        self.records, self.mask_dir, self.transform, self.max_pixels = list(records), Path(mask_dir), transform, max_pixels
+        # a RecordTable is indexed in place (each DataLoader worker opens the file itself); anything else is listed
+        self.records = records if isinstance(records, RecordTable) else list(records)
+        self.mask_dir, self.transform, self.max_pixels = Path(mask_dir), transform, max_pixels
         self.num_classes = num_classes  # given: a mask value >= num_classes (other than 255) raises DatasetError
         self.foreground_only = foreground_only  # every class id >= 1 becomes 1 (after the check above)
 
@@ -186,79 +210,3 @@ def _check_values(path: Path, mask: np.ndarray, num_classes: int, allowed: tuple
     if len(wrong):
         raise DatasetError(f"{path}: mask values {wrong.tolist()} are not class ids 0..{num_classes - 1} "
                            f"(nor {what} {list(allowed)})")
-
-
-def _read_labels_csv(path: Path) -> list[tuple[str, str, int]]:
-    if not path.is_file():
-        raise DatasetError(f"{path}: labels file not found")
-    rows: list[tuple[str, str, int]] = []
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    line = 1
-    try:
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["image", "label"]:
-            raise DatasetError(f"{path}:1: expected the header 'image,label', got {header!r}")
-        for row in reader:
-            line = reader.line_num
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise DatasetError(f"{path}:{line}: expected 'image,label' (one label per image), got {row!r}")
-            rows.append((row[0].strip(), row[1].strip(), line))
-    except csv.Error as err:
-        raise DatasetError(f"{path}:{line}: not valid CSV ({err})") from None
-    return rows
-
-
-def _read_text(path: Path) -> str:
-    """UTF-8 text (a leading BOM dropped); DatasetError names the file, line and byte of invalid UTF-8."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason})") from None
-
-
-def _read_classes(path: Path) -> tuple[str, ...]:
-    names = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
-    if not names:
-        raise DatasetError(f"{path}: class list is empty")
-    if len(set(names)) != len(names):
-        raise DatasetError(f"{path}: class names repeat")
-    if len(names) > 255:
-        raise DatasetError(f"{path}: {len(names)} classes do not fit uint8 masks (at most 255 with 255 = ignore)")
-    return tuple(names)
-
-
-def _list_images(image_dir: Path) -> list[Path]:
-    return sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(image_dir).parts))
-
-
-def _label_from_name(path: Path, cfg: DataConfig) -> str:
-    if cfg.class_agnostic or not cfg.label_pattern:
-        return ""
-    try:
-        match = re.search(cfg.label_pattern, path.stem)
-    except re.error as err:
-        raise DatasetError(f"data.label_pattern {cfg.label_pattern!r}: not a valid regular expression ({err})") from None
-    if not match:
-        raise DatasetError(f"{path}: file name does not match data.label_pattern {cfg.label_pattern!r}")
-    if match.re.groups < 1:
-        raise DatasetError(f"data.label_pattern {cfg.label_pattern!r}: needs a group (...) capturing the class name")
-    return (match.group(1) or "").strip()
-
-
-def _leaves(rel: str) -> bool:
-    """A labels row's image path is absolute or has a '..' part or a NUL: it would leave the image folder."""
-    return PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts or "\0" in rel
-
-
-def _too_long(stem: str) -> bool:
-    return len(f"{stem}.npz".encode()) > 255
-
-
-def _stem(rel: str) -> str:
-    """Output id of an image: its path below images/ without suffix, sub-folders joined by '__'."""
-    return Path(rel).with_suffix("").as_posix().replace("/", "__")

@@ -8,7 +8,8 @@ The runner knows the order of the stages, not their code: the caller hands it th
 
 Run directory `<run.root>/<run.name>/`:
     run.json                      resolved config, class list, image count, skipped inputs ("<file>: <reason>")
-    images_checked.json           the images that decoded at load time (size, mtime): a rerun decodes only new ones
+    images_checked.sqlite         the images that decoded at load time (size, mtime): a rerun decodes only new ones
+    records.sqlite                the records (stem, image, label, ground truth), read lazily by every stage
     coarse/  crf/                 per-image <stem>.npz + <stem>.png, manifest.json, DONE, scores.json
     round<k>/train/               model.pt (+ last.pt, log.csv), manifest.json, DONE
     round<k>/predict/  round<k>/crf/
@@ -208,7 +209,7 @@ def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None 
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
     run_dir = Path(cfg.run.root) / cfg.run.name
-    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.json")
+    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite", table=run_dir / "records.sqlite")
     run_dir.mkdir(parents=True, exist_ok=True)
     report_skipped(dataset.skipped, run_dir / "run.json")
     write_json(run_dir / "run.json", {"config": cfg.to_dict(), "classes": list(dataset.classes),

@@ -11,8 +11,9 @@ A pass is three functions over batches (dicts of columns, e.g. {"stem": [...], "
 - `write` turns those outputs into the stage's files (`<stem>.npz`, then `<stem>.png`) and returns a few numbers
   per row, among them "stem" (Ray Data tasks, CPU).
 
-So devices never wait on files, and the driver holds only the records and running sums of the summaries: images
-and maps stream through Ray's object store under Ray Data's backpressure. Only the rows still pending enter a pass, so
+So devices never wait on files, and the driver holds only the positions of the pending records (8 bytes each; a
+CPU task reads their rows from the run's RecordTable) and running sums of the summaries: images and maps stream
+through Ray's object store under Ray Data's backpressure. Only the rows still pending enter a pass, so
 a killed pass resumes per image like every other stage.
 
 Actors (`inference_actors`): one per GPU (num_gpus=1) when the cluster has GPUs; otherwise `ray.actors` CPU actors
@@ -37,6 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -44,7 +46,7 @@ import numpy as np
 
 from pipeline.config import RayConfig
 from pipeline.orchestration.parallel import Progress, map_tasks, ray_active, run_on_device
-from pipeline.stage import Record
+from pipeline.stage import Pending, Record
 
 Batch = dict[str, Any]  # column -> numpy array (or a list of arrays of varying shapes)
 FILE_CPUS = 0.5  # CPUs each read / write task declares: decoding and encoding are light next to the network
@@ -118,6 +120,20 @@ def record_rows(records: Iterable[Record]) -> Iterator[dict]:
     return ({"stem": r.stem, "path": str(r.image), "label": int(r.label)} for r in records)
 
 
+def _positions(records: Sequence[Record]) -> tuple[Sequence[Record], np.ndarray]:
+    """(the sequence to index, the positions of `records` in it): a `Pending` subset is found in its records."""
+    if isinstance(records, Pending):
+        done = (Path(records.dst) / f"{r.stem}.png" for r in records.records)
+        return records.records, np.fromiter((i for i, d in enumerate(done) if not d.exists()), dtype=np.int64)
+    return records, np.arange(len(records), dtype=np.int64)
+
+
+def rows_at(batch: Batch, records: Sequence[Record]) -> Batch:
+    """The rows (`record_rows`) of the records at the batch's positions ("data"): a RecordTable pickles as its
+    path, so each task opens the table instead of receiving the rows."""
+    return to_batch(list(record_rows(records[int(i)] for i in batch["data"])))
+
+
 def batch_records(batch: Batch) -> list[Record]:
     """The records of a batch's rows (see `record_rows`)."""
     return [Record(str(stem), Path(str(path)), int(label))
@@ -157,9 +173,11 @@ def run_inference(job: InferencePass, records: Sequence[Record], cfg: RayConfig,
     if not records:
         return {"images": 0}
     if cfg.enabled and ray_active() and not shard(cfg):  # one CPU node: the whole pass in one device task
-        return run_on_device(_in_process, job, list(records), cfg.inference_batch, desc, cfg=cfg)
-    rows = record_rows(records)
-    batches = _sharded(job, rows, cfg) if cfg.enabled and ray_active() else _serial(job, rows, cfg.inference_batch)
+        return run_on_device(_in_process, job, records, cfg.inference_batch, desc, cfg=cfg)
+    if cfg.enabled and ray_active():
+        batches = _sharded(job, records, cfg)
+    else:
+        batches = _serial(job, record_rows(records), cfg.inference_batch)
     return _fold(batches, len(records), desc)
 
 
@@ -179,7 +197,7 @@ def _serial(job: InferencePass, rows: Iterable[Mapping[str, Any]], size: int) ->
         yield job.write(step(job.load(to_batch(chunk))))
 
 
-def _in_process(job: InferencePass, records: list[Record], size: int, desc: str) -> dict[str, float]:
+def _in_process(job: InferencePass, records: Sequence[Record], size: int, desc: str) -> dict[str, float]:
     """The serial pass as one task: the summed summaries (progress goes to the task's log)."""
     return _fold(_serial(job, record_rows(records), size), len(records), desc)
 
@@ -199,18 +217,19 @@ def _fold(batches: Iterator[Batch], total: int, desc: str) -> dict[str, float]:
     return sums
 
 
-def _sharded(job: InferencePass, rows: Iterable[Mapping[str, Any]], cfg: RayConfig) -> Iterator[Batch]:
+def _sharded(job: InferencePass, records: Sequence[Record], cfg: RayConfig) -> Iterator[Batch]:
     """The pass on Ray Data; yields `write`'s summary batches as they finish."""
     import ray.data
 
     plan = cluster_actors(cfg)
     size = cfg.inference_batch
-    rows = [dict(r) for r in rows]  # Ray Data takes a list: a few hundred bytes per row, dropped once it is stored
-    blocks = math.ceil(len(rows) / size)
+    base, positions = _positions(records)  # the driver keeps 8 bytes per image; a CPU task looks the rows up
+    blocks = math.ceil(len(positions) / size)
     actors = min(plan.actors, blocks)  # no actor without a batch to work on
     file_task = dict(num_cpus=FILE_CPUS, memory=cfg.task_memory_mb * 2**20 or None)
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
-    del rows
+    ds = ray.data.from_numpy(np.array_split(positions, blocks))
+    del positions
+    ds = ds.map_batches(partial(rows_at, records=base), batch_size=size, **file_task)
     ds = ds.map_batches(job.load, batch_size=size, **file_task)
     ds = ds.map_batches(_DeviceActor, fn_constructor_args=(job.model, plan.threads), batch_size=size,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=plan.num_cpus,
