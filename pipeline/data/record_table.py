@@ -128,9 +128,11 @@ class RecordWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._tmp.unlink(missing_ok=True)
         self._db = sqlite3.connect(self._tmp)
-        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + SCHEMA +  # + the load's notes:
-                               "CREATE TABLE seen (rel TEXT PRIMARY KEY);"  # the labels file's image paths
-                               "CREATE TABLE stems (stem TEXT PRIMARY KEY, rel TEXT);")  # ids taken, and by what
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + SCHEMA +
+                               # the load's notes, in a temporary file of their own (gone on close):
+                               "ATTACH DATABASE '' AS scratch;"
+                               "CREATE TABLE scratch.seen (rel TEXT PRIMARY KEY);"  # the labels file's image paths
+                               "CREATE TABLE scratch.stems (stem TEXT PRIMARY KEY, rel TEXT);")  # ids taken, by what
         self.table: RecordTable | None = None
 
     def __enter__(self) -> RecordWriter:
@@ -147,16 +149,16 @@ class RecordWriter:
 
     def remember(self, rel: str) -> None:
         """Note an image path (a labels file's row), for `knows`: in the file rather than in memory."""
-        self._db.execute("INSERT OR IGNORE INTO seen (rel) VALUES (?)", (rel,))
+        self._db.execute("INSERT OR IGNORE INTO scratch.seen (rel) VALUES (?)", (rel,))
 
     def knows(self, rel: str) -> bool:
-        return self._db.execute("SELECT 1 FROM seen WHERE rel = ?", (rel,)).fetchone() is not None
+        return self._db.execute("SELECT 1 FROM scratch.seen WHERE rel = ?", (rel,)).fetchone() is not None
 
     def claim(self, stem: str, rel: str) -> str | None:
         """Reserve `stem` for image `rel`; returns the image that reserved it before (a duplicate id), else None."""
-        other = self._db.execute("SELECT rel FROM stems WHERE stem = ?", (stem,)).fetchone()
+        other = self._db.execute("SELECT rel FROM scratch.stems WHERE stem = ?", (stem,)).fetchone()
         if other is None:
-            self._db.execute("INSERT INTO stems (stem, rel) VALUES (?, ?)", (stem, rel))
+            self._db.execute("INSERT INTO scratch.stems (stem, rel) VALUES (?, ?)", (stem, rel))
         return None if other is None else other[0]
 
     @property
@@ -166,7 +168,6 @@ class RecordWriter:
 
     def __exit__(self, kind, error, trace) -> None:
         if kind is None:
-            self._db.executescript("DROP TABLE seen; DROP TABLE stems;")
             self._db.commit()
         self._db.close()
         if kind is not None:
