@@ -74,9 +74,11 @@ def test_a_failed_rewrite_keeps_the_previous_table(tmp_path):
 
 def test_a_temporary_table_goes_with_its_last_reference():
     table = write_records(records(3))
-    path = table.path
-    assert path.is_file()
+    path, view = table.path, table.with_label(1)
     del table
+    gc.collect()
+    assert [r.stem for r in view] == ["s0"]  # a view keeps the file
+    del view
     gc.collect()
     assert not path.exists()
 

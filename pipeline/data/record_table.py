@@ -48,6 +48,7 @@ class RecordTable(Sequence[Record]):
         self._db: sqlite3.Connection | None = None
         self._pid = -1
         self._len: int | None = None
+        self._owner: RecordTable | None = None
 
     def __reduce__(self):  # a few bytes through pickle; the receiver opens the file itself
         return RecordTable, (str(self.path), self.label)
@@ -96,7 +97,9 @@ class RecordTable(Sequence[Record]):
 
     def with_label(self, label: int) -> RecordTable:
         """The records whose label is `label`, in the same order (read through the label index)."""
-        return RecordTable(self.path, label)
+        view = RecordTable(self.path, label)
+        view._owner = self  # a temporary table's file lives as long as its views
+        return view
 
     def sorted_stems(self) -> Iterator[str]:
         """Every stem, in Python's string order (SQLite compares UTF-8 bytes: the same order), streamed."""
