@@ -67,7 +67,11 @@ class Pending:
         self.count = sum(1 for _ in self)
 
     def __iter__(self) -> Iterator[Record]:
-        return (r for r in self.records if not (self.dst / f"{r.stem}.png").exists())
+        return (r for _, r in self.indexed())
+
+    def indexed(self) -> Iterator[tuple[int, Record]]:
+        """(position in `records`, record) of each pending record, checked as it goes."""
+        return ((i, r) for i, r in enumerate(self.records) if not (self.dst / f"{r.stem}.png").exists())
 
     def __len__(self) -> int:
         return self.count

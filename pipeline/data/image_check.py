@@ -23,7 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pipeline.io import ImageError, image_size, read_image
 
@@ -43,16 +43,15 @@ def _stat_key(path: Path) -> StatKey | None:
     return st.st_size, st.st_mtime_ns
 
 
-def check_image(path: Path, max_pixels: int,
-                known: Callable[[str], StatKey | None]) -> tuple[str | None, StatKey | None]:
+def check_image(path: Path, max_pixels: int, known: StatKey | None) -> tuple[str | None, StatKey | None]:
     """(None, stat key) when `path` reads as an image, else (the ImageError message naming it, None).
 
-    The stat key (size, mtime) is what the cache stores; an image whose absolute path `known` maps to its current
-    key is not decoded again."""
+    The stat key (size, mtime) is what the cache stores; an image whose current key is `known` (the cache's entry
+    for it) is not decoded again."""
     try:
         image_size(path, max_pixels)  # missing, empty, not an image, too large: from the header
         key = _stat_key(path)
-        if key is None or known(os.path.abspath(path)) != key:
+        if key is None or key != known:
             read_image(path, max_pixels)  # the pixels, decoded as every stage will decode them
         return None, key
     except ImageError as err:
@@ -89,13 +88,12 @@ class ImageChecker:
 
     def check(self, paths: Sequence[Path]) -> list[str | None]:
         """For each path, None when it reads as an image, else the error naming it."""
-        known: dict[str, StatKey | None] = {}
-        for p in paths:  # looked up here: one SQLite connection is not shared between the decoding threads
-            known[os.path.abspath(p)] = self._known(os.path.abspath(p))
-        results = list(self._pool.map(lambda p: check_image(p, self.max_pixels, known.get), paths))
+        absolute = [os.path.abspath(p) for p in paths]
+        known = [self._known(a) for a in absolute]  # here: one SQLite connection is not shared between threads
+        results = list(self._pool.map(lambda job: check_image(job[0], self.max_pixels, job[1]), zip(paths, known)))
         if self._new is not None:
             self._new.executemany("INSERT OR REPLACE INTO images VALUES (?, ?, ?)",
-                                  [(os.path.abspath(p), *key) for p, (_, key) in zip(paths, results) if key])
+                                  [(a, *key) for a, (_, key) in zip(absolute, results) if key])
         self.done += len(paths)
         if time.time() - self.last >= PROGRESS_EVERY_S:
             self.last = time.time()
@@ -131,9 +129,3 @@ def _open_cache(cache: Path) -> sqlite3.Connection | None:
         return db
     except sqlite3.DatabaseError:  # not a SQLite file, or not ours: only a cache, rebuilt
         return None
-
-
-def check_images(paths: Sequence[Path], max_pixels: int, cache: Path | None = None) -> list[str | None]:
-    """`ImageChecker.check` over a short list in one call."""
-    with ImageChecker(max_pixels, cache) as checker:
-        return checker.check(paths)

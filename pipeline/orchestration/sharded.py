@@ -123,8 +123,7 @@ def record_rows(records: Iterable[Record]) -> Iterator[dict]:
 def _positions(records: Sequence[Record]) -> tuple[Sequence[Record], np.ndarray]:
     """(the sequence to index, the positions of `records` in it): a `Pending` subset is found in its records."""
     if isinstance(records, Pending):
-        done = (Path(records.dst) / f"{r.stem}.png" for r in records.records)
-        return records.records, np.fromiter((i for i, d in enumerate(done) if not d.exists()), dtype=np.int64)
+        return records.records, np.fromiter((i for i, _ in records.indexed()), dtype=np.int64)
     return records, np.arange(len(records), dtype=np.int64)
 
 
