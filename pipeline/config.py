@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,11 @@ class CoarseConfig:
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
     # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
     cam_epochs: int = field(default=10, metadata=_range(0, 1000))
+    # cam: a YAML file naming each label's ImageNet classes (needs cam_epochs: 0); "" = none
+    cam_imagenet_classes: str = field(default="", metadata={"file": True})
     isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
     isnet_flip: bool = True  # isnet: average the maps of the image and of its mirror image (twice the cost)
+    single_object: bool = False  # isnet: keep only the largest salient object (data with one object per photo)
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,18 @@ class Config:
             for f in dataclasses.fields(values):
                 feeds = f.metadata.get("feeds", SECTION_FEEDS.get(section.name, ()))
                 if stage in feeds and round_ >= f.metadata.get("from_round", 0):
-                    keys[f"{section.name}.{f.name}"] = getattr(values, f.name)
+                    value = getattr(values, f.name)
+                    # a file the stage reads: its content counts, so editing it reruns the stage
+                    keys[f"{section.name}.{f.name}"] = _file_digest(value) if f.metadata.get("file") and value else value
         return keys
+
+
+def _file_digest(path: str) -> str:
+    """"<path> sha256:<hex>" of a file the config names ("<path> missing" when it is absent)."""
+    try:
+        return f"{path} sha256:{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
+    except OSError:
+        return f"{path} missing"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,4 +260,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if cfg.data.gt_foreground_value in cfg.data.gt_ignore_values:
         raise ConfigError(f"config key 'data.gt_foreground_value': {cfg.data.gt_foreground_value} is also in "
                           "data.gt_ignore_values, so no foreground pixel would be scored (set data.gt_ignore_values)")
+    if cfg.coarse.cam_imagenet_classes and cfg.coarse.cam_epochs:
+        raise ConfigError("config key 'coarse.cam_imagenet_classes': names ImageNet classes for the ImageNet "
+                          f"classifier, so it needs coarse.cam_epochs: 0 (got {cfg.coarse.cam_epochs})")
     return cfg

@@ -162,13 +162,20 @@ def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending) -> I
         run_on_device(cam.fit_classifier, ctx.records, len(ctx.classes), dst, cfg.coarse,
                       cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
         key = cam.train_key(ctx.records, cfg.coarse, cfg.run.seed)
-        network = partial(cam.CamMapper, str(dst), len(ctx.classes), key, cam.imagenet_mode(ctx.records, cfg.coarse))
+        label_classes = None
+        if cfg.coarse.cam_imagenet_classes:
+            from pipeline.coarse.imagenet_classes import load_label_classes
+
+            label_classes = load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
+        network = partial(cam.CamMapper, str(dst), len(ctx.classes), key, cam.imagenet_mode(ctx.records, cfg.coarse),
+                          label_classes)
     else:
         from pipeline.coarse import salient
         from pipeline.models.weights import isnet_path
 
         isnet_path(cfg.coarse.isnet_weights)  # missing weights: one clear error here, before any actor starts
-        prepare, finish = salient.isnet_input, salient.saliency_probability
+        prepare = salient.isnet_input
+        finish = partial(salient.saliency_probability, single_object=cfg.coarse.single_object)
         network = partial(salient.Saliency, cfg.coarse.isnet_weights, cfg.coarse.isnet_flip)
     return InferencePass(load=partial(read_inputs, prepare=prepare, max_pixels=cfg.data.max_pixels),
                          model=partial(MapNetwork, network),

@@ -13,7 +13,9 @@ its last block is frozen and its stride-32 features are extracted once; the 1x1 
 init, BN kept in eval mode) and a new linear classifier over the foreground classes are trained with cross-entropy
 (AdamW, head lr HEAD_LR, classifier lr FC_LR, batch BATCH, weight decay WEIGHT_DECAY, dropout 0.2). Because the
 head is 1x1 and pooling global, flips add nothing and no augmentation is used. Class-agnostic data (one label) or
-`cam_epochs: 0` use the ImageNet classifier instead: the CAM of each image's top-1 ImageNet class.
+`cam_epochs: 0` use the ImageNet classifier instead: the CAM of each image's top-1 ImageNet class, or, with
+`coarse.cam_imagenet_classes` (pipeline/coarse/imagenet_classes.py), the CAM of the ImageNet classes the image's
+label names (`label_cam`); a label with none gets no evidence (p = 0.5 everywhere).
 
 Assumptions (the paper leaves them open): training only the head keeps fine-tuning cheap on CPU (features once,
 then a few hundred 1x1-conv steps) and cannot destroy the pretrained localisation of the trunk; CAMs are
@@ -139,7 +141,9 @@ class CamMapper:
     """On a device: an image's CAM [h, w] from its backbone input [3, h', w'] (`backbone_input`) and label, with the
     ImageNet classifier or the head `fit_classifier` kept under `key`. `cam_probability` makes it a probability."""
 
-    def __init__(self, dst: str, num_classes: int, key: str, imagenet: bool):
+    def __init__(self, dst: str, num_classes: int, key: str, imagenet: bool,
+                 label_classes: dict[int, tuple[int, ...]] | None = None):
+        self.label_classes = label_classes  # ImageNet mode: each label's ImageNet classes (imagenet_classes.py)
         self.device = pick_device()
         self.backbone = load_backbone(self.device)
         self.head = CamHead(self.backbone, num_classes - 1).to(self.device)
@@ -159,12 +163,28 @@ class CamMapper:
     def __call__(self, x: np.ndarray, record: Record) -> np.ndarray:
         c32 = self.backbone.forward_features(torch.tensor(x)[None].to(self.device))[-1]
         head_map = self.head.head_map(c32)[0]
+        if self.label_classes is not None:
+            return label_cam(head_map, self.head.fc, self.label_classes.get(record.label, ())).cpu().numpy()
         cls = int(self.head.fc(head_map.mean(dim=(1, 2)))[None].argmax()) if self.imagenet else record.label - 1
         return class_activation_map(head_map, self.head.fc.weight[cls]).cpu().numpy()
 
 
+def label_cam(head_map: torch.Tensor, fc: nn.Linear, classes: Sequence[int]) -> torch.Tensor:
+    """CAM [h, w] of a label named by several ImageNet classes: the classes' weights averaged with the image's
+    softmax probabilities of them (the kind of object the image shows gets the most say). No classes: no evidence,
+    CAM_DECISION everywhere (probability 0.5 after `cam_probability`)."""
+    if not classes:
+        return torch.full(head_map.shape[1:], CAM_DECISION, device=head_map.device)
+    idx = torch.tensor(classes, device=head_map.device)
+    prob = fc(head_map.mean(dim=(1, 2))).softmax(0)[idx]
+    return class_activation_map(head_map, (prob / prob.sum()) @ fc.weight[idx])
+
+
 def cam_probability(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Foreground probability [H, W] from a CAM [h, w] (CAM_DECISION is the decision point)."""
+    """Foreground probability [H, W] from a CAM [h, w] (CAM_DECISION is the decision point); a CAM that is
+    CAM_DECISION everywhere (`label_cam` without classes: no evidence) gives exactly 0.5 everywhere."""
+    if np.all(np.asarray(cam, np.float32) == np.float32(CAM_DECISION)):
+        return np.full(size, 0.5, np.float32)
     return piecewise_probability(upsample_to(cam, *size), CAM_DECISION)
 
 

@@ -53,8 +53,24 @@ class Saliency:
         return prob[0, 0].cpu().numpy()
 
 
-def saliency_probability(saliency: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The saliency map resized (bilinear) to the image size [H, W], in [0, 1]."""
+def saliency_probability(saliency: np.ndarray, size: tuple[int, int], single_object: bool = False) -> np.ndarray:
+    """The saliency map resized (bilinear) to the image size [H, W], in [0, 1]; with `single_object`, only its
+    largest object (`largest_object`)."""
     t = torch.from_numpy(np.asarray(saliency, np.float32))[None, None]
-    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].clamp_(0.0, 1.0).numpy()
+    prob = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].clamp_(0.0, 1.0).numpy()
+    return largest_object(prob) if single_object else prob
+
+
+def largest_object(prob: np.ndarray) -> np.ndarray:
+    """The salient map with every object (8-connected region of p >= 0.5) but the largest turned to background:
+    p -> 1 - p there, so a confident other object becomes confident background. For data sets that label one
+    object per photo (GrabCut) and carry no class to choose it by; ties go to the first object in raster order."""
+    from scipy import ndimage
+
+    objects, count = ndimage.label(prob >= 0.5, structure=np.ones((3, 3), bool))
+    if count < 2:
+        return prob
+    areas = np.bincount(objects.ravel(), minlength=count + 1)[1:]
+    other = (objects > 0) & (objects != 1 + int(np.argmax(areas)))
+    return np.where(other, 1.0 - prob, prob).astype(np.float32)
 

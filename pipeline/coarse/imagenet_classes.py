@@ -1,0 +1,77 @@
+"""Which ImageNet classes a data set's label names: the class evidence of CAM without any fine-tuning.
+
+    classes = load_label_classes("configs/imagenet_classes/coco.yaml", dataset_classes)   # {label id: (indices)}
+
+The file (`coarse.cam_imagenet_classes`) maps a label name to ImageNet-1k classes, each written as
+- a class name as torchvision lists it (`torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]`,
+  e.g. `sports car`), or
+- a class index 0..999, or
+- an inclusive index range `[first, last]` (the 118 dog breeds are `[151, 268]`).
+
+A label the file does not list gets no class evidence (stages/coarse.py: p = 0.5 everywhere). The file may list
+more labels than a data set has (one file for all of COCO, used on a subset of its classes), but a file that names
+none of the data set's labels is an error, and every entry is checked, whether or not its label is present.
+Assumption (the source paper leaves class evidence open): ImageNet's classifier already knows most everyday object
+classes, so a hand-written name mapping gives evidence from a CNN that never saw a pixel label, with no training on
+the few images per label a weakly labelled set may have.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+NUM_IMAGENET_CLASSES = 1000
+
+
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet-1k class names in index order (from torchvision's metadata: no download)."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _indices(item: object, where: str, by_name: dict[str, int]) -> list[int]:
+    if isinstance(item, bool):
+        raise ValueError(f"{where}: {item!r} is not an ImageNet class name, index or [first, last] range")
+    if isinstance(item, str):
+        if item not in by_name:
+            raise ValueError(f"{where}: {item!r} is not an ImageNet class name (torchvision's category names)")
+        return [by_name[item]]
+    if isinstance(item, int):
+        if not 0 <= item < NUM_IMAGENET_CLASSES:
+            raise ValueError(f"{where}: index {item} is outside 0..{NUM_IMAGENET_CLASSES - 1}")
+        return [item]
+    if (isinstance(item, list) and len(item) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in item)
+            and 0 <= item[0] <= item[1] < NUM_IMAGENET_CLASSES):
+        return list(range(item[0], item[1] + 1))
+    raise ValueError(f"{where}: {item!r} is not an ImageNet class name, index or [first, last] range in 0..999")
+
+
+def load_label_classes(path: str | Path, label_names: Sequence[str]) -> dict[int, tuple[int, ...]]:
+    """{label id: sorted ImageNet indices} from the mapping file at `path`; `label_names[i]` is label id i's name
+    (index 0, background, is never mapped). Raises ValueError naming the file and the entry that is wrong."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: ImageNet class mapping not found (config key 'coarse.cam_imagenet_classes')") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: not a readable YAML mapping: {err}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{path}: expected a mapping of label names to lists of ImageNet classes")
+    by_name = {name: i for i, name in enumerate(imagenet_categories())}
+    label_ids = {name: i for i, name in enumerate(label_names) if i > 0}
+    mapping: dict[int, tuple[int, ...]] = {}
+    for name, items in raw.items():
+        where = f"{path}: label {name!r}"
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"{where}: expected a non-empty list of ImageNet classes, got {items!r}")
+        indices = tuple(sorted({i for item in items for i in _indices(item, where, by_name)}))
+        if name in label_ids:
+            mapping[label_ids[name]] = indices
+    if not mapping:
+        raise ValueError(f"{path}: names none of the data set's {len(label_ids)} labels (e.g. "
+                         f"{', '.join(sorted(label_ids)[:3])})")
+    return mapping
