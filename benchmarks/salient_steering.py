@@ -1,13 +1,14 @@
 """How the image's label should steer the class-agnostic salient map: rules scored on the tune and report halves.
 
-    .venv/bin/python benchmarks/salient_steering.py --config configs/coco_mval.yaml --salient runs/coco_isnet/coarse \
-        --evidence ddt=runs/coco_ddt/coarse cam=runs/coco_cam/coarse
+    .venv/bin/python benchmarks/salient_steering.py --config configs/coco_mval_isnet.yaml \
+        --salient runs/coco_mval_isnet/coarse/_parts/isnet --evidence cam=runs/coco_mval_isnet/coarse/_parts/cam
 
 Reads the coarse soft maps of finished runs (ISNet's salient map, and class evidence such as the label group's DDT
 map or the label's CAM) and scores, without writing anything, each way of combining them: mean per-image foreground
 Jaccard of `p >= 0.5` against the ground truth, on all images, each half, and each half's instances covering
 >= 10 % of the photo (halves as in benchmarks/split_scores.py). The rules are those of
-pipeline/coarse/fusion.py.
+pipeline/coarse/fusion.py. The last row is a ceiling, not a method: the one salient object that best matches the
+ground truth, i.e. what a perfect choice among the salient map's objects would score.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,8 +53,12 @@ def score(job: tuple) -> tuple[str, float, dict[str, float]] | None:
     salient = load_probs(Path(salient_dir) / f"{record.stem}.npz")[0][1]
     evidence = {name: load_probs(Path(d) / f"{record.stem}.npz")[0][1] for name, d in evidence_dirs.items()}
     share = float(gt_fg[valid].mean()) if valid.any() else 0.0
-    return record.stem, share, {name: foreground_jaccard(p >= 0.5, gt_fg, valid)
-                                for name, p in rules(salient, evidence).items()}
+    scores = {name: foreground_jaccard(p >= 0.5, gt_fg, valid) for name, p in rules(salient, evidence).items()}
+    # The ceiling of any steering rule: the one salient object that best matches the ground truth (not a method).
+    objects, count = ndimage.label(salient >= 0.5, structure=np.ones((3, 3), bool))
+    scores["oracle: best single salient object"] = max(
+        [foreground_jaccard(objects == k, gt_fg, valid) for k in range(1, count + 1)], default=0.0)
+    return record.stem, share, scores
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ foreground probability at the image's full resolution, and then `dst/<stem>.png`
   (`write_maps`). Without Ray the same steps run in this process and write the same bytes.
 - `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
   part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With `isnet`
-  among them (`[isnet, ddt]`), the other parts are class evidence that picks the label's objects among ISNet's
+  among them (`[isnet, cam]`), the other parts are class evidence that picks the label's objects among ISNet's
   salient ones (`pipeline.coarse.fusion.steer_salient`).
 
 Resuming: an image whose `dst/<stem>.png` exists is skipped (`pipeline.stage.pending`). Group methods keep their

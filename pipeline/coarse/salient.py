@@ -7,8 +7,9 @@
 ISNet (pipeline/models/isnet.py) was trained with pixel masks on DIS5K, other data than ours: a run that uses it is
 weakly supervised by image-level labels *plus* a saliency network, the "S" track of weakly supervised segmentation
 tables, and its numbers are reported apart from the image-level-only track. The map is class-agnostic; the image's
-label names its class, and fusing it with the label's class evidence (`coarse.fusion: [isnet, ddt]`) lets the label
-pick its object among the salient ones (stages/coarse.py).
+label names its class, and fusing it with the label's class evidence (`coarse.fusion: [isnet, cam]`) lets the label
+pick its object among the salient ones (stages/coarse.py). Without a class to choose by, `coarse.single_object`
+keeps only the largest salient object (`largest_object`), for data that labels one object per photo.
 
 Resizing to and from the network's 1024 x 1024 runs on a CPU; the network runs on the device (bf16 autocast and
 channels_last on CUDA, float32 on CPU), one image (with its mirror image, `coarse.isnet_flip`) per forward pass, so
