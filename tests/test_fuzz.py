@@ -130,8 +130,9 @@ def _yaml_literal(value: object) -> str:
 @given(overrides=st.lists(valid_override(), min_size=1, max_size=5, unique_by=lambda o: o[:2]))
 def test_valid_overrides_round_trip_into_config(overrides):
     items = [f"{s}.{k}={_yaml_literal(v)}" for s, k, v in overrides]
-    chosen = {(s, k): v for s, k, v in overrides}  # the one rule across keys (load_config's last check):
+    chosen = {(s, k): v for s, k, v in overrides}  # the rules across keys (load_config's last checks):
     assume(chosen.get(("data", "gt_foreground_value"), -1) not in chosen.get(("data", "gt_ignore_values"), [255]))
+    assume(not chosen.get(("coarse", "cam_imagenet_classes")) or chosen.get(("coarse", "cam_epochs"), 10) == 0)
     cfg = load_config(None, items)
     for section, key, value in overrides:
         got = getattr(getattr(cfg, section), key)
