@@ -219,6 +219,10 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
     for r in ctx.records:
         if r.label < 1 or r.label >= len(ctx.classes):
             raise ValueError(f"{r.image}: label {r.label} is not a foreground class id 1..{len(ctx.classes) - 1}")
+    if cfg.coarse.cam_imagenet_classes:  # a bad mapping file stops the stage before any network runs
+        from pipeline.coarse.imagenet_classes import load_label_classes
+
+        load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
     todo = pending(ctx.records, dst)
     method = cfg.coarse.method
     if method == "fusion":

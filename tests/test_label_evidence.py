@@ -134,3 +134,15 @@ def test_editing_the_mapping_changes_the_coarse_hash(tmp_path):
     after = cfg.keys_feeding("coarse")["coarse.cam_imagenet_classes"]
     assert before != after and str(path) in after
     assert load_config().keys_feeding("coarse")["coarse.cam_imagenet_classes"] == ""  # unset: the value itself
+
+
+def test_bad_mapping_stops_the_stage_before_any_method_runs(tmp_path):
+    save_image(tmp_path / "chelsea.png", skdata.chelsea()[::4, ::4])
+    (tmp_path / "map.yaml").write_text("cat: [kitten]\n")
+    cfg = load_config(overrides=["coarse.method=fusion", "coarse.fusion=[saliency, cam]", "coarse.cam_epochs=0",
+                                 f"coarse.cam_imagenet_classes={tmp_path / 'map.yaml'}", "ray.enabled=false"])
+    ctx = StageContext(cfg=cfg, records=(Record("cat", tmp_path / "chelsea.png", 1),), classes=("background", "cat"),
+                       run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="map.yaml: label 'cat': 'kitten' is not an ImageNet class name"):
+        coarse_stage.run(ctx, None, tmp_path / "coarse")
+    assert not (tmp_path / "coarse" / "_parts").exists()  # the saliency part did not run first

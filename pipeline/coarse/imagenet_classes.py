@@ -22,6 +22,8 @@ from typing import Sequence
 
 import yaml
 
+from pipeline.config_io import ConfigError
+
 NUM_IMAGENET_CLASSES = 1000
 
 
@@ -34,44 +36,45 @@ def imagenet_categories() -> list[str]:
 
 def _indices(item: object, where: str, by_name: dict[str, int]) -> list[int]:
     if isinstance(item, bool):
-        raise ValueError(f"{where}: {item!r} is not an ImageNet class name, index or [first, last] range")
+        raise ConfigError(f"{where}: {item!r} is not an ImageNet class name, index or [first, last] range")
     if isinstance(item, str):
         if item not in by_name:
-            raise ValueError(f"{where}: {item!r} is not an ImageNet class name (torchvision's category names)")
+            raise ConfigError(f"{where}: {item!r} is not an ImageNet class name (torchvision's category names)")
         return [by_name[item]]
     if isinstance(item, int):
         if not 0 <= item < NUM_IMAGENET_CLASSES:
-            raise ValueError(f"{where}: index {item} is outside 0..{NUM_IMAGENET_CLASSES - 1}")
+            raise ConfigError(f"{where}: index {item} is outside 0..{NUM_IMAGENET_CLASSES - 1}")
         return [item]
     if (isinstance(item, list) and len(item) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in item)
             and 0 <= item[0] <= item[1] < NUM_IMAGENET_CLASSES):
         return list(range(item[0], item[1] + 1))
-    raise ValueError(f"{where}: {item!r} is not an ImageNet class name, index or [first, last] range in 0..999")
+    raise ConfigError(f"{where}: {item!r} is not an ImageNet class name, index or [first, last] range in 0..999")
 
 
 def load_label_classes(path: str | Path, label_names: Sequence[str]) -> dict[int, tuple[int, ...]]:
     """{label id: sorted ImageNet indices} from the mapping file at `path`; `label_names[i]` is label id i's name
-    (index 0, background, is never mapped). Raises ValueError naming the file and the entry that is wrong."""
+    (index 0, background, is never mapped). Raises ConfigError (the CLI's one-line error) naming the file and the
+    entry that is wrong."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{path}: ImageNet class mapping not found (config key 'coarse.cam_imagenet_classes')") from None
+        raise ConfigError(f"{path}: ImageNet class mapping not found (config key 'coarse.cam_imagenet_classes')") from None
     except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: not a readable YAML mapping: {err}") from None
+        raise ConfigError(f"{path}: not a readable YAML mapping: {err}") from None
     if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{path}: expected a mapping of label names to lists of ImageNet classes")
+        raise ConfigError(f"{path}: expected a mapping of label names to lists of ImageNet classes")
     by_name = {name: i for i, name in enumerate(imagenet_categories())}
     label_ids = {name: i for i, name in enumerate(label_names) if i > 0}
     mapping: dict[int, tuple[int, ...]] = {}
     for name, items in raw.items():
         where = f"{path}: label {name!r}"
         if not isinstance(items, list) or not items:
-            raise ValueError(f"{where}: expected a non-empty list of ImageNet classes, got {items!r}")
+            raise ConfigError(f"{where}: expected a non-empty list of ImageNet classes, got {items!r}")
         indices = tuple(sorted({i for item in items for i in _indices(item, where, by_name)}))
         if name in label_ids:
             mapping[label_ids[name]] = indices
     if not mapping:
-        raise ValueError(f"{path}: names none of the data set's {len(label_ids)} labels (e.g. "
+        raise ConfigError(f"{path}: names none of the data set's {len(label_ids)} labels (e.g. "
                          f"{', '.join(sorted(label_ids)[:3])})")
     return mapping
