@@ -7,8 +7,9 @@ Reads the coarse soft maps of finished runs (ISNet's salient map, and class evid
 map or the label's CAM) and scores, without writing anything, each way of combining them: mean per-image foreground
 Jaccard of `p >= 0.5` against the ground truth, on all images, each half, and each half's instances covering
 >= 10 % of the photo (halves as in benchmarks/split_scores.py). The rules are those of
-pipeline/coarse/fusion.py. The last row is a ceiling, not a method: the one salient object that best matches the
-ground truth, i.e. what a perfect choice among the salient map's objects would score.
+pipeline/coarse/fusion.py. The last two rows are ceilings, not methods: the one salient object, and the set of
+salient objects, that best match the ground truth, i.e. what a perfect choice among the salient map's objects
+would score.
 """
 from __future__ import annotations
 
@@ -54,11 +55,23 @@ def score(job: tuple) -> tuple[str, float, dict[str, float]] | None:
     evidence = {name: load_probs(Path(d) / f"{record.stem}.npz")[0][1] for name, d in evidence_dirs.items()}
     share = float(gt_fg[valid].mean()) if valid.any() else 0.0
     scores = {name: foreground_jaccard(p >= 0.5, gt_fg, valid) for name, p in rules(salient, evidence).items()}
-    # The ceiling of any steering rule: the one salient object that best matches the ground truth (not a method).
-    objects, count = ndimage.label(salient >= 0.5, structure=np.ones((3, 3), bool))
-    scores["oracle: best single salient object"] = max(
-        [foreground_jaccard(objects == k, gt_fg, valid) for k in range(1, count + 1)], default=0.0)
+    scores.update(oracles(salient, gt_fg, valid))
     return record.stem, share, scores
+
+
+def oracles(salient: np.ndarray, gt_fg: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """Ceilings, not methods (they use the ground truth): the one salient object that best matches it, and the best
+    set of salient objects (greedy: add the object that raises the Jaccard most, while one does)."""
+    objects, count = ndimage.label(salient >= 0.5, structure=np.ones((3, 3), bool))
+    single = max([foreground_jaccard(objects == k, gt_fg, valid) for k in range(1, count + 1)], default=0.0)
+    chosen, best, left = np.zeros(salient.shape, bool), 0.0, set(range(1, count + 1))
+    while left:
+        score, k = max((foreground_jaccard(chosen | (objects == k), gt_fg, valid), k) for k in left)
+        if score <= best:
+            break
+        best, chosen = score, chosen | (objects == k)
+        left.remove(k)
+    return {"oracle: best single salient object": single, "oracle: best set of salient objects (greedy)": best}
 
 
 def main() -> int:
