@@ -92,7 +92,7 @@ def main() -> int:
                "tune >=10%": lambda s, a: s in tune and a >= 0.10, "report": lambda s, a: s in report,
                "report >=10%": lambda s, a: s in report and a >= 0.10}
     names = list(results[0][2])
-    print(f"| rule | " + " | ".join(f"{k} ({sum(f(s, a) for s, a, _ in results)})" for k, f in subsets.items()) + " |")
+    print("| rule | " + " | ".join(f"{k} ({sum(f(s, a) for s, a, _ in results)})" for k, f in subsets.items()) + " |")
     print("|---|" + "---|" * len(subsets))
     for name in names:
         cells = [np.mean([j[name] for s, a, j in results if f(s, a)]) for f in subsets.values()]
