@@ -136,9 +136,11 @@ def write_maps(batch: Batch, finish: Callable[[np.ndarray, tuple[int, int]], np.
             "ignore": np.array([s["ignore"] for s in stats])}
 
 
-def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending) -> InferencePass:
+def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending,
+                  label_classes: dict[int, tuple[int, ...]] | None) -> InferencePass:
     """The sharded pass of `ddt` / `cam` / `isnet` over `todo`, after the group work it needs: DDT's statistics per
-    label group (one device task per group needing them), CAM's classifier (one device task)."""
+    label group (one device task per group needing them), CAM's classifier (one device task). `label_classes`: the
+    ImageNet classes of each label for cam (`coarse.cam_imagenet_classes`, read once by `run`), None without."""
     from pipeline.coarse.features import backbone_input
 
     cfg = ctx.cfg
@@ -162,11 +164,6 @@ def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending) -> I
         run_on_device(cam.fit_classifier, ctx.records, len(ctx.classes), dst, cfg.coarse,
                       cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
         key = cam.train_key(ctx.records, cfg.coarse, cfg.run.seed)
-        label_classes = None
-        if cfg.coarse.cam_imagenet_classes:
-            from pipeline.coarse.imagenet_classes import load_label_classes
-
-            label_classes = load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
         network = partial(cam.CamMapper, str(dst), len(ctx.classes), key, cam.imagenet_mode(ctx.records, cfg.coarse),
                           label_classes)
     else:
@@ -192,7 +189,8 @@ def _sum_stats(results: Iterable[dict]) -> dict[str, float]:
     return sums
 
 
-def _run_method(method: str, ctx: StageContext, dst: Path) -> dict[str, float]:
+def _run_method(method: str, ctx: StageContext, dst: Path,
+                label_classes: dict[int, tuple[int, ...]] | None = None) -> dict[str, float]:
     """Run one base method (saliency, ddt, cam, isnet) for the records still pending in `dst`; returns the summed
     mask statistics {"images", "fg", "ignore"}."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -205,7 +203,7 @@ def _run_method(method: str, ctx: StageContext, dst: Path) -> dict[str, float]:
                           max_pixels=cfg.data.max_pixels, seed=cfg.run.seed) for r in todo)
         return _sum_stats(stream_tasks(saliency_one, jobs, len(todo), cfg.ray, desc=f"coarse saliency {dst.name}"))
     if method in ("ddt", "cam", "isnet"):
-        job = _network_pass(method, ctx, dst, todo)
+        job = _network_pass(method, ctx, dst, todo, label_classes)
         return run_inference(job, todo, cfg.ray, desc=f"coarse {method} {dst.name}")
     raise ValueError(f"coarse.fusion: unknown method {method!r} (choose from saliency, ddt, cam, isnet)")
 
@@ -219,10 +217,11 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
     for r in ctx.records:
         if r.label < 1 or r.label >= len(ctx.classes):
             raise ValueError(f"{r.image}: label {r.label} is not a foreground class id 1..{len(ctx.classes) - 1}")
-    if cfg.coarse.cam_imagenet_classes:  # a bad mapping file stops the stage before any network runs
+    label_classes = None  # cam: each label's ImageNet classes, read here so a bad file stops the stage at once
+    if cfg.coarse.cam_imagenet_classes:
         from pipeline.coarse.imagenet_classes import load_label_classes
 
-        load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
+        label_classes = load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
     todo = pending(ctx.records, dst)
     method = cfg.coarse.method
     if method == "fusion":
@@ -234,13 +233,13 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
                 raise ValueError("coarse.fusion: cannot contain 'fusion' itself")
             part_dir = dst / "_parts" / part
             if todo:
-                _run_method(part, ctx, part_dir)
+                _run_method(part, ctx, part_dir, label_classes)
             parts.append(str(part_dir))
         jobs = (CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
                           max_pixels=cfg.data.max_pixels, seed=cfg.run.seed, parts=tuple(parts)) for r in todo)
         sums = _sum_stats(stream_tasks(fuse_one, jobs, len(todo), cfg.ray, desc="coarse fusion"))
     else:
-        sums = _run_method(method, ctx, dst)
+        sums = _run_method(method, ctx, dst, label_classes)
     images = int(sums["images"])
     return {
         "method": method,
