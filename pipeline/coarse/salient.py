@@ -30,7 +30,7 @@ from pipeline.stage import Record
 
 def isnet_input(image: np.ndarray) -> np.ndarray:
     """The network's input [3, 1024, 1024] float32 for an RGB uint8 image (resized on this CPU)."""
-    return network_input(np.array(image, np.uint8), ISNET_SIZE, torch.device("cpu"))[0].numpy()  # a writable copy
+    return network_input(np.asarray(image, np.uint8), ISNET_SIZE, torch.device("cpu"))[0].numpy()
 
 
 class Saliency:

@@ -211,7 +211,8 @@ def _check_image(image: np.ndarray) -> None:
 
 def network_input(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """[1, 3, size, size] float32: the RGB uint8 image resized bilinearly, then (x - 128) / 256."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    # torch.tensor copies: read-only arrays (decoded images, Ray objects) are fine
+    x = torch.tensor(np.ascontiguousarray(image), device=device).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return (x - PIXEL_MEAN) / PIXEL_SCALE
 
