@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,12 @@ def test_predict_inputs():
     flipped = np.zeros((40, 30, 3), np.uint8)[:, ::-1]  # negative strides, which torch.from_numpy refuses
     maps = predict_saliency_batch(model, [flipped, np.zeros((20, 50, 3), np.uint8)], size=64, batch_size=2)
     assert [m.shape for m in maps] == [(40, 30), (20, 50)]
+    image = np.random.default_rng(0).integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    read_only = image.copy()
+    read_only.flags.writeable = False  # as a decoded file or a Ray object arrives
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.from_numpy would warn that the array is not writable
+        assert np.array_equal(predict_saliency(model, read_only, size=64), predict_saliency(model, image, size=64))
 
 
 # ---------------------------------------------------------------- the fetcher, on fake tarballs
