@@ -33,7 +33,7 @@ STEER_MIN = 0.3  # below this evidence on every salient object, the label's obje
 
 
 def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: float = STEER_KEEP,
-                  min_evidence: float = STEER_MIN) -> np.ndarray:
+                  min_evidence: float = STEER_MIN, object_evidence: np.ndarray | None = None) -> np.ndarray:
     """The salient map's objects that the image's label points at (label steering of a class-agnostic map).
 
     The salient mask (p >= 0.5) is split into connected objects (8-connectivity). An object's class evidence is the
@@ -41,7 +41,9 @@ def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: flo
     Objects whose evidence reaches `keep` x the best object's keep their salient probability; everywhere else the
     probability is the geometric mean of the salient map and the evidence, so a salient object of another class
     drops out while a region both maps agree on stays. When no object reaches `min_evidence`, the labelled object
-    is not among the salient ones and the evidence map alone is returned.
+    is not among the salient ones and the evidence map alone is returned. With `object_evidence` (a map holding each
+    object's own class probability, pipeline/coarse/objects.py), an object's evidence is the geometric mean of that
+    probability (its mean over the object) and its mean evidence above; everything else is unchanged.
     """
     from scipy import ndimage
 
@@ -53,6 +55,10 @@ def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: flo
     if count == 0:
         return cue
     score = ndimage.mean(cue, labels=objects, index=np.arange(1, count + 1))
+    if object_evidence is not None:
+        if object_evidence.shape != salient.shape:
+            raise ValueError(f"fusion: object evidence {object_evidence.shape} and salient map {salient.shape} differ")
+        score = np.sqrt(score * ndimage.mean(object_evidence, labels=objects, index=np.arange(1, count + 1)))
     if score.max() < min_evidence:
         return cue
     kept = np.isin(objects, 1 + np.flatnonzero(score >= keep * score.max()))
