@@ -95,6 +95,8 @@ class CoarseConfig:
     isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
     isnet_flip: bool = True  # isnet: average the maps of the image and of its mirror image (twice the cost)
     single_object: bool = False  # isnet: keep only the largest salient object (data with one object per photo)
+    # fusion [isnet, cam] with cam_imagenet_classes: also classify each salient object's crop (coarse/objects.py)
+    classify_objects: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,4 +265,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if cfg.coarse.cam_imagenet_classes and cfg.coarse.cam_epochs:
         raise ConfigError("config key 'coarse.cam_imagenet_classes': names ImageNet classes for the ImageNet "
                           f"classifier, so it needs coarse.cam_epochs: 0 (got {cfg.coarse.cam_epochs})")
+    steers_by_cam = cfg.coarse.method == "fusion" and {"isnet", "cam"} <= set(cfg.coarse.fusion)
+    if cfg.coarse.classify_objects and not (steers_by_cam and cfg.coarse.cam_imagenet_classes):
+        raise ConfigError("config key 'coarse.classify_objects': classifies ISNet's objects as the label's ImageNet "
+                          "classes, so it needs coarse.method: fusion with isnet and cam in coarse.fusion and "
+                          "coarse.cam_imagenet_classes set")
     return cfg

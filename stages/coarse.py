@@ -17,7 +17,9 @@ foreground probability at the image's full resolution, and then `dst/<stem>.png`
 - `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
   part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With `isnet`
   among them (`[isnet, cam]`), the other parts are class evidence that picks the label's objects among ISNet's
-  salient ones (`pipeline.coarse.fusion.steer_salient`).
+  salient ones (`pipeline.coarse.fusion.steer_salient`); with `coarse.classify_objects`, a last sharded pass
+  classifies each of ISNet's objects from its crop into `dst/_parts/objects/` (`pipeline.coarse.objects`), which
+  the steering adds to each object's evidence.
 
 Resuming: an image whose `dst/<stem>.png` exists is skipped (`pipeline.stage.pending`). Group methods keep their
 per-group results (DDT mean / principal component per label, CAM classifier weights) as small files under
@@ -35,7 +37,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from pipeline.config import CoarseConfig
+from pipeline.config import CoarseConfig, Config
 from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import soft_to_mask
 from pipeline.orchestration.parallel import run_on_device, stream_tasks
@@ -97,10 +99,10 @@ def fuse_one(job: CoarseJob) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: fusion part missing for image {job.image}")
         maps.append(load_probs(path)[0][1])
-    names = [Path(part).name for part in job.parts]
-    if "isnet" in names and len(names) > 1:
-        salient = maps.pop(names.index("isnet"))
-        prob = steer_salient(salient, maps)
+    by_name = dict(zip((Path(part).name for part in job.parts), maps))
+    salient, object_evidence = by_name.pop("isnet", None), by_name.pop("objects", None)
+    if salient is not None and by_name:
+        prob = steer_salient(salient, list(by_name.values()), object_evidence=object_evidence)
     else:
         prob = geometric_mean(maps)
     mask = write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse)
@@ -134,6 +136,35 @@ def write_maps(batch: Batch, finish: Callable[[np.ndarray, tuple[int, int]], np.
         stats.append(_mask_stats(record.stem, mask))
     return {"stem": batch["stem"], "fg": np.array([s["fg"] for s in stats]),
             "ignore": np.array([s["ignore"] for s in stats])}
+
+
+def read_object_inputs(batch: Batch, salient_dir: str, max_pixels: int) -> Batch:
+    """CPU step of `coarse.classify_objects`: each row's salient objects (from its ISNet part) and their crops."""
+    from pipeline.coarse.objects import object_input
+
+    columns = [object_input(read_image(path, max_pixels), load_probs(Path(salient_dir) / f"{stem}.npz")[0][1])
+               for path, stem in zip(batch["path"], batch["stem"])]
+    shapes = [c["objects"].shape for c in columns]
+    return {**batch, **{key: [c[key] for c in columns] for key in ("input", "objects", "ids")},
+            "height": np.array([h for h, _ in shapes]), "width": np.array([w for _, w in shapes])}
+
+
+def full_size(evidence: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`write_maps`'s finish for maps made at the image's size (the object evidence)."""
+    if evidence.shape != tuple(size):
+        raise ValueError(f"object evidence {evidence.shape} is not at the image's size {size}")
+    return evidence
+
+
+def _objects_pass(cfg: Config, dst: Path, salient_dir: Path,
+                  label_classes: dict[int, tuple[int, ...]]) -> InferencePass:
+    """The sharded pass of `coarse.classify_objects`: crops of ISNet's objects (CPU), the ImageNet classifier on
+    them (device), each object's probability of the label's classes painted over it (CPU, written as a part)."""
+    from pipeline.coarse.objects import ObjectClassifier
+
+    return InferencePass(load=partial(read_object_inputs, salient_dir=str(salient_dir), max_pixels=cfg.data.max_pixels),
+                         model=partial(ObjectClassifier, label_classes),
+                         write=partial(write_maps, finish=full_size, dst=str(dst), cfg=cfg.coarse))
 
 
 def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending,
@@ -235,6 +266,14 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
             if todo:
                 _run_method(part, ctx, part_dir, label_classes)
             parts.append(str(part_dir))
+        if cfg.coarse.classify_objects:  # after isnet's part: its objects are what gets classified
+            objects_dir = dst / "_parts" / "objects"
+            objects_dir.mkdir(parents=True, exist_ok=True)
+            waiting = pending(ctx.records, objects_dir)
+            if todo and waiting:
+                run_inference(_objects_pass(cfg, objects_dir, dst / "_parts" / "isnet", label_classes), waiting,
+                              cfg.ray, desc="coarse objects")
+            parts.append(str(objects_dir))
         jobs = (CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
                           max_pixels=cfg.data.max_pixels, seed=cfg.run.seed, parts=tuple(parts)) for r in todo)
         sums = _sum_stats(stream_tasks(fuse_one, jobs, len(todo), cfg.ray, desc="coarse fusion"))
