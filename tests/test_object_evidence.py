@@ -51,6 +51,10 @@ def test_steering_adds_each_objects_own_evidence():
     np.testing.assert_allclose(both[1:4, 6:9], 0.8)
     np.testing.assert_allclose(both[1:3, 1:3], 0.02 ** (1 / 3), rtol=1e-5)
     np.testing.assert_allclose(both[0], alone[0])  # off the objects: the same geometric mean
+    # crop weight 0: the CAM alone chooses (A), B still takes its three maps' mean (0.8 x 0.2 x 0.9)^(1/3)
+    cam_only = steer_salient(salient, [cue], keep=0.9, object_evidence=objects, object_weight=0.0)
+    np.testing.assert_allclose(cam_only[1:3, 1:3], 0.5)
+    np.testing.assert_allclose(cam_only[1:4, 6:9], 0.144 ** (1 / 3), rtol=1e-5)
     # every object under min_evidence after the product: the evidence alone
     np.testing.assert_allclose(steer_salient(salient, [cue], min_evidence=0.5, object_evidence=objects), cue)
     with pytest.raises(ValueError, match="object evidence"):

@@ -34,7 +34,8 @@ OBJECT_WEIGHT = 0.3  # object evidence: mean CAM^(1 - this) x crop probability^t
 
 
 def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: float = STEER_KEEP,
-                  min_evidence: float = STEER_MIN, object_evidence: np.ndarray | None = None) -> np.ndarray:
+                  min_evidence: float = STEER_MIN, object_evidence: np.ndarray | None = None,
+                  object_weight: float = OBJECT_WEIGHT) -> np.ndarray:
     """The salient map's objects that the image's label points at (label steering of a class-agnostic map).
 
     The salient mask (p >= 0.5) is split into connected objects (8-connectivity). An object's class evidence is the
@@ -44,7 +45,7 @@ def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: flo
     drops out while a region both maps agree on stays. When no object reaches `min_evidence`, the labelled object
     is not among the salient ones and the evidence map alone is returned. With `object_evidence` (a map holding each
     object's own class probability, pipeline/coarse/objects.py), an object's evidence is the weighted geometric mean
-    of its mean evidence above and that probability (weight OBJECT_WEIGHT), and the objects not kept take the
+    of its mean evidence above and that probability (weight `object_weight`), and the objects not kept take the
     geometric mean of all three maps, so one the crop calls another class drops out even where the CAM lies on it.
     """
     from scipy import ndimage
@@ -62,7 +63,7 @@ def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: flo
         if object_evidence.shape != salient.shape:
             raise ValueError(f"fusion: object evidence {object_evidence.shape} and salient map {salient.shape} differ")
         own = ndimage.mean(object_evidence, labels=objects, index=np.arange(1, count + 1))
-        score = score ** (1 - OBJECT_WEIGHT) * own ** OBJECT_WEIGHT
+        score = score ** (1 - object_weight) * own ** object_weight
         dropped = np.where(objects > 0, geometric_mean([salient, cue, object_evidence]), dropped)
     if score.max() < min_evidence:
         return cue
