@@ -21,11 +21,10 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.coarse.fusion import geometric_mean, steer_salient  # noqa: E402
+from pipeline.coarse.fusion import geometric_mean, label_objects, steer_salient  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data.weak import load_ground_truth, load_weak_dataset  # noqa: E402
 from pipeline.io import IGNORE, load_probs  # noqa: E402
@@ -71,7 +70,7 @@ def score(job: tuple) -> tuple[str, float, dict[str, float]] | None:
 def oracles(salient: np.ndarray, gt_fg: np.ndarray, valid: np.ndarray) -> dict[str, float]:
     """Ceilings, not methods (they use the ground truth): the one salient object that best matches it, and the best
     set of salient objects (greedy: add the object that raises the Jaccard most, while one does)."""
-    objects, count = ndimage.label(salient >= 0.5, structure=np.ones((3, 3), bool))
+    objects, count = label_objects(salient)
     single = max([foreground_jaccard(objects == k, gt_fg, valid) for k in range(1, count + 1)], default=0.0)
     chosen, best, left = np.zeros(salient.shape, bool), 0.0, set(range(1, count + 1))
     while left:

@@ -32,12 +32,13 @@ def load_backbone(device: torch.device) -> EfficientNetLite0:
     return model
 
 
-def image_to_tensor(image: np.ndarray, side: int, model: EfficientNetLite0 | None = None) -> torch.Tensor:
-    """Resize so the long side is `side` (aspect kept), scale to 0-1 and normalise with the backbone's mean/std
-    (`model`'s, by default EfficientNet-Lite0's)."""
+def image_to_tensor(image: np.ndarray, side: int, model: EfficientNetLite0 | None = None,
+                    square: bool = False) -> torch.Tensor:
+    """Resize so the long side is `side` (aspect kept; `square`: to side x side), scale to 0-1 and normalise with the
+    backbone's mean/std (`model`'s, by default EfficientNet-Lite0's)."""
     h, w = image.shape[:2]
     scale = side / max(h, w)
-    size = (max(32, round(h * scale)), max(32, round(w * scale)))
+    size = (side, side) if square else (max(32, round(h * scale)), max(32, round(w * scale)))
     x = torch.from_numpy(np.array(image, np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
     mean = torch.tensor(model.mean if model is not None else LITE0_MEAN).view(1, 3, 1, 1)

@@ -33,6 +33,13 @@ STEER_MIN = 0.3  # below this evidence on every salient object, the label's obje
 OBJECT_WEIGHT = 0.3  # object evidence: mean CAM^(1 - this) x crop probability^this (chosen on COCO's tune half)
 
 
+def label_objects(salient: np.ndarray) -> tuple[np.ndarray, int]:
+    """The salient map's objects: connected regions of p >= 0.5 (8-connectivity), numbered 1..count."""
+    from scipy import ndimage
+
+    return ndimage.label(np.asarray(salient) >= 0.5, structure=np.ones((3, 3), bool))
+
+
 def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: float = STEER_KEEP,
                   min_evidence: float = STEER_MIN, object_evidence: np.ndarray | None = None,
                   object_weight: float = OBJECT_WEIGHT) -> np.ndarray:
@@ -54,7 +61,7 @@ def steer_salient(salient: np.ndarray, evidence: Sequence[np.ndarray], keep: flo
     cue = geometric_mean(evidence)
     if cue.shape != salient.shape:
         raise ValueError(f"fusion: evidence {cue.shape} and salient map {salient.shape} differ in shape")
-    objects, count = ndimage.label(salient >= 0.5, structure=np.ones((3, 3), bool))
+    objects, count = label_objects(salient)
     if count == 0:
         return cue
     score = ndimage.mean(cue, labels=objects, index=np.arange(1, count + 1))

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
-from pipeline.coarse.features import load_backbone, pick_device
-from pipeline.models.efficientnet_lite import LITE0_MEAN, LITE0_STD
+from pipeline.coarse.features import image_to_tensor, load_backbone, pick_device
+from pipeline.coarse.fusion import label_objects
 from pipeline.orchestration.sharded import Batch, batch_records, replace_columns
 
 CROP_SIDE = 224  # the classifier's training resolution: each crop is resized to CROP_SIDE x CROP_SIDE
@@ -27,18 +26,9 @@ MIN_OBJECT = 0.002  # objects under this share of the photo are not classified (
 NO_EVIDENCE = 0.5  # a label without ImageNet classes: every pixel as likely, like the CAM's 0.5 there
 
 
-def label_objects(salient: np.ndarray) -> tuple[np.ndarray, int]:
-    """The salient map's objects: connected regions of p >= 0.5 (8-connectivity), numbered 1..count."""
-    return ndimage.label(np.asarray(salient) >= 0.5, structure=np.ones((3, 3), bool))
-
-
 def crop_tensor(crop: np.ndarray) -> np.ndarray:
     """An RGB uint8 crop as the classifier's input: float32 [3, CROP_SIDE, CROP_SIDE], normalised."""
-    x = torch.tensor(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
-    x = F.interpolate(x, size=(CROP_SIDE, CROP_SIDE), mode="bilinear", align_corners=False,
-                      antialias=max(crop.shape[:2]) > CROP_SIDE)
-    mean, std = torch.tensor(LITE0_MEAN).view(1, 3, 1, 1), torch.tensor(LITE0_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std)[0].numpy()
+    return image_to_tensor(crop, CROP_SIDE, square=True)[0].numpy()
 
 
 def object_input(image: np.ndarray, salient: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,7 +39,7 @@ def object_input(image: np.ndarray, salient: np.ndarray) -> dict[str, np.ndarray
     if image.shape[:2] != objects.shape:
         raise ValueError(f"object_input: image {image.shape[:2]} and salient map {objects.shape} differ in size")
     height, width = objects.shape
-    areas = ndimage.sum_labels(np.ones(objects.shape), objects, np.arange(1, count + 1)) if count else []
+    areas = np.bincount(objects.ravel(), minlength=count + 1)[1:]  # pixels per object
     crops, ids = [], []
     for number, (area, box) in enumerate(zip(areas, ndimage.find_objects(objects)), start=1):
         if area < MIN_OBJECT * height * width:
