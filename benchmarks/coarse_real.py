@@ -6,7 +6,7 @@
 The data layout is inferred from the folder name: `grabcut` (class-agnostic, 128 = ignore band) or COCO-MVal (label =
 the class name before the two-digit index in the file name, `^(.*?)\\d\\d_`); both have `img/` and `gt/` with 255 =
 foreground. Each method runs through the real stage (`stages/coarse.py`, Ray with 2 CPUs by default) into a scratch
-run folder, then `stages/crf.py` refines it. Scoring (as for the simple baselines of docs/results_weak.md): a pixel is foreground when the
+run folder, then `stages/crf.py` refines it. Scoring (as for the simple baselines of docs/results.md): a pixel is foreground when the
 foreground probability in `<stem>.npz` is >= 0.5 (raw) or when the CRF's arg-max is the image's class (+CRF); GT
 pixels in the ignore band are not scored. COCO-MVal is also scored on the subset whose instance covers >= 10 % of
 the image. Nothing here is used by tests; the data is read in place and never copied.

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/split_scores.py runs/grabcut_isnet runs/grabcut
     .venv/bin/python benchmarks/split_scores.py runs/coco_mval_isnet --gt ../shared/data/coco_mval_dev/gt --fg 255
 
-Settings are chosen on the tuning half and reported on the other, so a number in docs/results_weak.md says how a
+Settings are chosen on the tuning half and reported on the other, so a number in docs/results.md says how a
 config does on photos it was not tuned on. The halves: the run's image ids sorted, even positions tune, odd
 positions report (COCO-MVal's ids start with the class name, so both halves hold every class). Only the scoring
 uses ground truth; a run itself never reads it, so both halves can be in one run.

@@ -1,4 +1,4 @@
-"""Print runs' per-stage scores as a Markdown table (finished or not), e.g. for docs/results_weak.md.
+"""Print runs' per-stage scores as a Markdown table (finished or not), e.g. for docs/experiments.md.
 
     .venv/bin/python benchmarks/weak_table.py runs/grabcut runs/coco_mval
 

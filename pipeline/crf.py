@@ -9,7 +9,7 @@ synthetic images and `benchmarks/crf_real.py` on real photos.
 Model: unary = -log p (p clipped at 1e-5, the pydensecrf `unary_from_softmax` convention); a Gaussian smoothness
 kernel (sxy 3, compat 3: DeepLab's, fixed) and a bilateral appearance kernel (`crf.bilateral_*`, default sxy 80,
 srgb 13, compat 10) with Potts compatibility, 10 mean-field iterations (IRN / DeepLab-style settings). How the
-appearance kernel was chosen: docs/results_weak.md (`benchmarks/crf_real.py`, `benchmarks/crf_kernels.py`).
+appearance kernel was chosen: docs/experiments.md (`benchmarks/crf_real.py`, `benchmarks/crf_kernels.py`).
 
 Assumptions (the paper leaves these open; the choices below are the well-founded ones):
 - Only classes the image can hold enter the CRF: those whose probability reaches MIN_CLASS_PROB somewhere (for a

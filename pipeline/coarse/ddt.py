@@ -33,7 +33,7 @@ Choices the paper leaves open (documented assumptions):
 - Probability: the projection is bilinearly upsampled to the full image and mapped piecewise-linearly so that 0
   (DDT's decision point) -> 0.5, the image's largest projection -> 1 and its smallest -> 0.
 - Descriptors: the head map, not the last block's 320 channels: the 320-channel component over a varied group
-  follows scene layout rather than objectness (comparison in docs/results_weak.md).
+  follows scene layout rather than objectness (comparison in docs/experiments.md).
 - Descriptors are computed without test-time flips, in float32; statistics in float64 (deterministic). Pass 1 batches
   consecutive images of the same input size; pass 2 runs one image at a time, so an image's map never depends on
   which other images happen to be pending (a resumed run reproduces it bit for bit).

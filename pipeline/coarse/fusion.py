@@ -5,7 +5,7 @@
 A pixel is confident foreground only when every method leans that way (the geometric mean is pulled down by any
 low vote), which suits coarse labels: a false foreground pixel costs more than an ignored one. Probabilities are
 floored at FLOOR before the logarithm so a single hard zero does not veto the others completely. How the fusion
-compares with the single methods on real photos: docs/results_weak.md.
+compares with the single methods on real photos: docs/results.md.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 
 The label's CAM is computed at 448 px on the whole photo, a 14 x 14 grid: too coarse to tell a small labelled object
 from its neighbours. Its crop, classified at the classifier's own resolution, can; `fusion.steer_salient` scores
-each object by a weighted geometric mean of both (docs/results_weak.md). The objects are those `steer_salient`
+each object by a weighted geometric mean of both (docs/experiments.md). The objects are those `steer_salient`
 finds: the connected regions (8-connectivity) of the stored salient map at p >= 0.5.
 """
 from __future__ import annotations

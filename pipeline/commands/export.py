@@ -21,7 +21,7 @@ Opset: the torch.export-based exporter writes opset 18 and cannot down-convert i
 
 Check: a seeded random input (not the one used for tracing) is run through PyTorch, `torch.jit.load(model.ts)` and
 onnxruntime (CPU); the maximum absolute difference must be <= 1e-4 x max |PyTorch logit|, otherwise `ExportError`
-names the file and the difference (the differences seen in practice: docs/results_full.md).
+names the file and the difference (the differences seen in practice: docs/experiments.md).
 Files are written to a temporary name and renamed (atomic).
 """
 from __future__ import annotations

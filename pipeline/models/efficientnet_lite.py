@@ -15,7 +15,7 @@ Choices and assumptions (checked against the weights, see tests/test_models.py):
   as in the lukemelas implementation the weights were trained/converted with.
 - Input normalisation mean = std = 0.5 (the TF lite reference uses MEAN_RGB=127, STDDEV_RGB=128 on 0-255 RGB).
   ImageNet mean/std works too; 0.5 is the reference and is kept. Symmetric padding instead of "SAME" classifies
-  less confidently (checks on scikit-image photos: docs/results_full.md).
+  less confidently (checks on scikit-image photos: docs/experiments.md).
 - BatchNorm eps 1e-3 (TF default, the weights need it); momentum 0.1 (PyTorch's default rather than TF's 0.01,
   so running statistics follow the few hundred fine-tuning steps of a training round).
 - No drop-connect (stochastic depth) in the blocks: the model is used here for fine-tuning at small batch
