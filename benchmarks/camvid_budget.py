@@ -4,19 +4,14 @@
     .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant off --minutes 20 --amp-cpu
 
 Run one variant at a time on an otherwise idle machine (two at once share the cores and thrash). Setting
-(configs/full_camvid.yaml with CPU overrides, the docs' CamVid reference protocol): images at `--input-scale`
-of 360x480 (default 2/3: 240x320), crops `--crop` (240x320), random scale 0.75-1.5, flip, batch `--batch` (8),
-AdamW lr `--lr` (1e-3) wd 1e-4, poly 0.9, seed 0, `--threads` (2) torch threads; trained on the CPU without
-validation, then the last weights are evaluated on all 101 val images at the same input scale with logits upsampled
-to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp=always), `--channels-last` in the
-channels_last memory format (train.channels_last=always), `--ohem` with online hard example mining (train.ohem,
-threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
-`--width 64 --no-aux` with a narrower decoder and no auxiliary head, `--frozen-stages 1` with the encoder's stem and
-stride-4 stage fixed (model.frozen_stages), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the
-decoder's rate (train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step
-for about twice the steps (OHEM's minimum keeps its 8 % share of the batch's pixels; the run name gains `_b4`, and
-`_c<h>x<w>` for another `--crop`), `--jitter 0` without the photometric jitter (the reference protocol lists
-none; named `_j0`). Results: the docs' CamVid section.
+(configs/full_camvid.yaml with CPU overrides, the docs' CamVid reference protocol): images at `--input-scale` of
+360x480, crops `--crop`, random scale 0.75-1.5, flip, batch `--batch`, AdamW lr `--lr` wd 1e-4, poly 0.9; trained on
+the CPU without validation, then the last weights are evaluated on all 101 val images at the same input scale with
+logits upsampled to 360x480, 11 ignored. --width, --no-aux, --frozen-stages, --lr, --backbone-lr-mult, --batch,
+--jitter and --crop name the run where they depart from the protocol (e.g. `camvid_on_w64_noaux_b4_s0`). OHEM
+keeps at least 50k of the protocol batch's 614k pixels (mmsegmentation's 100k of 2x512x1024), the same share for
+other batches and crops. Results: the docs' CamVid section.
+
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:

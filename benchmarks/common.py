@@ -7,6 +7,8 @@ tests import it, and the scripts, the same way (pytest's `pythonpath` in pyproje
 - Time: `interleaved_times` times several calls in turns after a warm-up; `median_seconds` is its one-call case.
 - Scores: the tune half and the report half of a run's images (`halves`), the large instances (`LARGE_SHARE`),
   and the mean per-image score over each of those subsets (`subset_means`), as the weak results are reported.
+- Command line: `arguments` (--help prints the docstring and every default); `fail` and `require` end a script
+  with one line and exit status 2 on a missing input, as the CLI does.
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root: configs/, orchestrate.py
 MIB = 2**20
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TICK = os.sysconf("SC_CLK_TCK")
-LARGE_SHARE = 0.10  # an instance covering at least this share of the photo is large (COCO-MVal's small ones dominate)
+PAGE = os.sysconf("SC_PAGE_SIZE")  # bytes per page: /proc's RSS unit
+TICK = os.sysconf("SC_CLK_TCK")  # clock ticks per second: /proc's CPU-time unit
+LARGE_SHARE = 0.10  # share of the photo an instance covers to count as large: there small ones stop dominating
 
 
 def arguments(doc: str) -> argparse.ArgumentParser:
@@ -56,6 +58,8 @@ def require(path: Path, what: str) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Process:
+    """One row of /proc, as the memory and CPU figures need it."""
+
     parent: int
     rss: int  # bytes
     cpu_seconds: float  # user + system

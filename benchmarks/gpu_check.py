@@ -1,7 +1,6 @@
 """Images/s on one CUDA GPU of the demo run, training, prediction and the coarse methods: prints one table.
 
-Run by benchmarks/gpu_check.sh, which finds the Python and checks CUDA first.
-
+    bash benchmarks/gpu_check.sh [ISNET_ONNX]                                   # finds the Python, checks CUDA first
     python benchmarks/gpu_check.py --root /tmp/c2f-gpu-check [--isnet FILE]      # on a CUDA machine
     python benchmarks/gpu_check.py --allow-cpu --tiny --skip-demo                # smoke test of this script on a CPU
 
@@ -34,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from common import REPO, arguments, median_seconds
+from common import REPO, arguments, fail, median_seconds
 
 NUM_CLASSES = 21  # VOC-sized head; the class count barely changes the network's cost
 
@@ -49,6 +48,7 @@ class Row:  # one line of the table
 
 
 def failed(what: str, err: BaseException) -> Row:
+    """The row of a measurement that raised `err`."""
     return Row(what, notes=f"failed: {type(err).__name__}: {str(err)[:200]}", failed=True)
 
 
@@ -172,11 +172,6 @@ def measure_train(args: argparse.Namespace, device: torch.device) -> list[Row]:
     return rows
 
 
-def sync(device: torch.device) -> Callable[[], None] | None:
-    """What waits for the device's queued work (None on a CPU)."""
-    return torch.cuda.synchronize if device.type == "cuda" else None
-
-
 def reset_peak(device: torch.device) -> Callable[[], str]:
     """Start counting the device's peak memory; the returned function says it (", peak X GiB"; "" on a CPU)."""
     if device.type != "cuda":
@@ -197,6 +192,7 @@ def measure_predict(args: argparse.Namespace, device: torch.device) -> list[Row]
     model = build_model(model_config(args), NUM_CLASSES).to(device).eval()
     b, side = args.predict_batch, args.predict_size
     rows, repeats = [], 2 if args.tiny else 10
+    sync = torch.cuda.synchronize if device.type == "cuda" else None  # device work is queued: wait for it
     for label, amp in (("bf16 + channels_last", True), ("fp32, NCHW", False)):
         fmt = torch.channels_last if amp else torch.contiguous_format
         net = model.to(memory_format=fmt)
@@ -209,13 +205,12 @@ def measure_predict(args: argparse.Namespace, device: torch.device) -> list[Row]
             return torch.softmax(logits.float(), dim=1).argmax(dim=1)
 
         peak = reset_peak(device)
-        per_batch = median_seconds(step, repeats, warmup=3, sync=sync(device))
+        per_batch = median_seconds(step, repeats, warmup=3, sync=sync)
         rows.append(Row(f"predict batched, {label}", rate=f"{b / per_batch:.1f}", seconds=f"{per_batch:.3f}",
                         notes=f"batch {b} x {side}px, no_grad, median of {repeats}{peak()}"))
     model = model.to(memory_format=torch.contiguous_format)
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    per_image = median_seconds(lambda: predict_probs(model, image, flip=True, device=device), repeats, warmup=3,
-                               sync=sync(device))
+    per_image = median_seconds(lambda: predict_probs(model, image, flip=True, device=device), repeats, 3, sync)
     rows.append(Row("predict stage path (1 image, flip)", rate=f"{1 / per_image:.1f}", seconds=f"{per_image:.3f}",
                     notes=f"predict_probs as stages/predict.py calls it, {side}px, fp32"))
     return rows
@@ -269,6 +264,7 @@ def measure_coarse(args: argparse.Namespace) -> list[Row]:
 
 
 def format_table(rows: list[Row], header: str) -> str:
+    """`header`, then one aligned line per row."""
     width = max(len(r.what) for r in rows)
     lines = [header, f"{'measurement':<{width}}  {'images/s':>9}  {'seconds':>8}  notes"]
     lines += [f"{r.what:<{width}}  {r.rate:>9}  {r.seconds:>8}  {r.notes}" for r in rows]
@@ -278,9 +274,7 @@ def format_table(rows: list[Row], header: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print(f"gpu_check: no CUDA device visible to torch {torch.__version__} (built for CUDA {torch.version.cuda})",
-              file=sys.stderr)
-        return 2
+        fail(f"gpu_check: no CUDA device visible to torch {torch.__version__} (built for CUDA {torch.version.cuda})")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     Path(args.root).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
