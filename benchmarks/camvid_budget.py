@@ -1,22 +1,17 @@
-"""CamVid under a fixed CPU time budget: the `lite` network with SRM+CRM on vs both off, same seed and budget.
+"""CamVid val mIoU of the `lite` network trained for a fixed CPU time, SRM+CRM on or off: prints the run's summary.
 
     .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant on --minutes 20 --amp-cpu
     .venv/bin/python benchmarks/camvid_budget.py --root ../shared/data/camvid --variant off --minutes 20 --amp-cpu
 
-Run one variant at a time on an otherwise idle machine (two at once share the cores and thrash).
-Setting (configs/full_camvid.yaml with CPU overrides, the reference protocol of docs/results.md): images at `--input-scale`
-of 360x480 (default 2/3: 240x320), crops `--crop` (240x320), random scale 0.75-1.5, flip, batch `--batch` (8),
-AdamW lr `--lr` (1e-3) wd 1e-4, poly 0.9, seed 0, `--threads` (2) torch threads; trained on the CPU without
-validation, then the last weights are evaluated on all 101 val images at the same input scale with logits upsampled
-to 360x480, 11 is ignored. `--amp-cpu` trains under bf16 autocast (train.amp=always), `--channels-last` in the
-channels_last memory format (train.channels_last=always), `--ohem` with online hard example mining (train.ohem,
-threshold 0.7, at least 50k of the batch's 614k pixels: mmsegmentation's 100k of 2x512x1024),
-`--width 64 --no-aux` with a narrower decoder and no auxiliary head, `--frozen-stages 1` with the encoder's stem and
-stride-4 stage fixed (model.frozen_stages), `--backbone-lr-mult 0.1` with the pretrained encoder at a tenth of the
-decoder's rate (train.backbone_lr_mult, DeepLab's 10x rate for new layers), `--batch 4` with half the crops per step
-for about twice the steps (OHEM's minimum keeps its 8 % share of the batch's pixels; the run name gains `_b4`, and
-`_c<h>x<w>` for another `--crop`), `--jitter 0` without the photometric jitter (the reference protocol lists
-none; named `_j0`). Results: docs/results.md (runs: docs/experiments.md).
+Run one variant at a time on an otherwise idle machine (two at once share the cores and thrash). Setting
+(configs/full_camvid.yaml with CPU overrides, the docs' CamVid reference protocol): images at `--input-scale` of
+360x480, crops `--crop`, random scale 0.75-1.5, flip, batch `--batch`, AdamW lr `--lr` wd 1e-4, poly 0.9; trained on
+the CPU without validation, then the last weights are evaluated on all 101 val images at the same input scale with
+logits upsampled to 360x480, 11 ignored. --width, --no-aux, --frozen-stages, --lr, --backbone-lr-mult, --batch,
+--jitter and --crop name the run where they depart from the protocol (e.g. `camvid_on_w64_noaux_b4_s0`). OHEM
+keeps at least 50k of the protocol batch's 614k pixels (mmsegmentation's 100k of 2x512x1024), the same share for
+other batches and crops. Results: docs/results.md (runs: docs/experiments.md).
+
 The poly schedule needs its length up front, so the script first times `--probe` training steps of the variant
 and sets iterations = budget / seconds-per-step (`--iterations N` skips the probe); the printed JSON gives the
 iterations, the real training time and the val scores. The probe reads the machine's speed at that moment:
@@ -40,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import REPO, arguments, median_seconds, require
 from pipeline.config import load_config
 from pipeline.data.datasets import open_dataset
 from pipeline.learn.engine import applies, build_optimizer
@@ -47,7 +43,7 @@ from pipeline.learn.losses import SegLoss
 from stages.full import make_model, make_train_set, score
 from stages.full import run as run_full
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
+CONFIG = REPO / "configs" / "full_camvid.yaml"
 CPU = torch.device("cpu")
 
 
@@ -92,9 +88,8 @@ def seconds_per_step(args: argparse.Namespace) -> float:
     opt = build_optimizer(model, cfg.train)
     loss_fn = SegLoss.from_config(cfg.train)  # as pipeline.learn.engine
     rng = np.random.default_rng(0)
-    times = []
-    for step in range(args.probe + 1):
-        start = time.time()
+
+    def step() -> None:
         batch = [data.get(int(i), rng) for i in rng.integers(0, len(data), args.batch)]
         x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
         x = x.contiguous(memory_format=memory_format)
@@ -103,9 +98,8 @@ def seconds_per_step(args: argparse.Namespace) -> float:
             out = model(x)
         loss_fn({k: v.float() for k, v in out.items()}, y).backward()
         opt.step()
-        if step > 0:
-            times.append(time.time() - start)
-    return float(np.median(times))
+
+    return median_seconds(step, args.probe, warmup=1)
 
 
 def evaluate_finished_run(args: argparse.Namespace) -> None:
@@ -128,19 +122,19 @@ def evaluate_finished_run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = arguments(__doc__)
     p.add_argument("--root", required=True, help="CamVid folder (SegNet layout)")
     p.add_argument("--variant", choices=("on", "off"), required=True, help="SRM+CRM on, or both off")
-    p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=20.0, help="training time budget (the reference protocol's)")
     p.add_argument("--seed", type=int, default=0, help="run.seed")
-    p.add_argument("--input-scale", type=float, default=0.6667, help="resize factor of the 360x480 images")
-    p.add_argument("--crop", type=int, nargs=2, default=(240, 320), help="training crop h w")
-    p.add_argument("--batch", type=int, default=8, help="images per step")
+    p.add_argument("--input-scale", type=float, default=0.6667, help="resize of the 360x480 images (the protocol's)")
+    p.add_argument("--crop", type=int, nargs=2, default=(240, 320), help="training crop h w (the protocol's)")
+    p.add_argument("--batch", type=int, default=8, help="images per step (the protocol's)")
     p.add_argument("--jitter", type=float, default=0.2,
                    help="train.jitter: photometric jitter strength (the reference protocol names none; 0 = off)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads of this process (probe, training, eval)")
-    p.add_argument("--probe", type=int, default=10, help="timed steps used to size the schedule")
-    p.add_argument("--iterations", type=int, default=0, help="skip the probe and train this many iterations")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (2: the shared machine's cores)")
+    p.add_argument("--probe", type=int, default=10, help="timed steps (after a warm-up) that size the schedule")
+    p.add_argument("--iterations", type=int, default=0, help="train this many iterations (0 = as the probe says)")
     p.add_argument("--amp-cpu", action="store_true", dest="amp_always",
                    help="bf16 autocast on CPU too (train.amp=always)")
     p.add_argument("--channels-last", action="store_true", help="channels_last on CPU too (train.channels_last=always)")
@@ -151,11 +145,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (the reference protocol: 1e-3)")
     p.add_argument("--backbone-lr-mult", type=float, default=1.0,
                    help="train.backbone_lr_mult: the encoder's lr is --lr times this (the protocol: 1.0)")
-    p.add_argument("--out", default="runs/bench", help="run.root")
+    p.add_argument("--out", default="runs/bench", help="run.root (apart from the configs' runs/)")
     p.add_argument("--eval-only", action="store_true", help="score the finished run's model.pt; no training")
     p.add_argument("--eval-flip", action="store_true", help="with --eval-only: add flipped predictions")
-    p.add_argument("--eval-scales", type=float, nargs="+", default=[1.0], help="with --eval-only: test scales")
+    p.add_argument("--eval-scales", type=float, nargs="+", default=[1.0],
+                   help="with --eval-only: test scales (1.0: the reference's single pass)")
     args = p.parse_args()
+    require(Path(args.root), "--root: the CamVid folder")
     if not args.eval_only and (args.eval_flip or args.eval_scales != [1.0]):
         p.error("--eval-flip and --eval-scales go with --eval-only (training runs keep the anchor's single pass)")
     torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""Score the coarse methods on real photos: mean per-image foreground Jaccard, raw and after the dense CRF.
+"""Each coarse method on real photos, via the coarse and CRF stages: mean per-image foreground Jaccard, raw and +CRF.
 
     .venv/bin/python benchmarks/coarse_real.py ../shared/data/grabcut
     .venv/bin/python benchmarks/coarse_real.py ../shared/data/coco_mval_dev --methods saliency ddt fusion --limit 100
@@ -6,14 +6,12 @@
 The data layout is inferred from the folder name: `grabcut` (class-agnostic, 128 = ignore band) or COCO-MVal (label =
 the class name before the two-digit index in the file name, `^(.*?)\\d\\d_`); both have `img/` and `gt/` with 255 =
 foreground. Each method runs through the real stage (`stages/coarse.py`, Ray with 2 CPUs by default) into a scratch
-run folder, then `stages/crf.py` refines it. Scoring (as for the simple baselines of docs/results.md): a pixel is foreground when the
-foreground probability in `<stem>.npz` is >= 0.5 (raw) or when the CRF's arg-max is the image's class (+CRF); GT
-pixels in the ignore band are not scored. COCO-MVal is also scored on the subset whose instance covers >= 10 % of
-the image. Nothing here is used by tests; the data is read in place and never copied.
+run folder, then `stages/crf.py` refines it. Scoring: a pixel is foreground when the foreground probability in
+`<stem>.npz` is >= 0.5 (raw) or when the CRF's arg-max is the image's class (+CRF); GT pixels in the ignore band are
+not scored. Also scored on the large instances (`common.LARGE_SHARE`). The data is read in place, never copied.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -23,27 +21,25 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.config import load_config  # noqa: E402
-from pipeline.io import load_mask, load_probs  # noqa: E402
-from pipeline.metrics import foreground_jaccard  # noqa: E402
-from pipeline.orchestration.parallel import ray_session  # noqa: E402
-from pipeline.stage import StageContext  # noqa: E402
-from pipeline.data.weak import load_ground_truth, load_weak_dataset  # noqa: E402
-from stages import coarse as coarse_stage  # noqa: E402
-from stages import crf as crf_stage  # noqa: E402
+from common import LARGE_SHARE, arguments, foreground_share, require, subset_means
+from pipeline.config import load_config
+from pipeline.data.weak import load_ground_truth, load_weak_dataset
+from pipeline.io import load_probs
+from pipeline.metrics import foreground_jaccard
+from pipeline.orchestration.parallel import ray_session
+from pipeline.stage import StageContext
+from stages import coarse as coarse_stage
+from stages import crf as crf_stage
 
 METHODS = ("saliency", "ddt", "ddt_image", "cam", "fusion")  # ddt_image = ddt with coarse.ddt_groups=image
-BIG_SHARE = 0.10  # COCO-MVal subset: instances covering at least this share of the image
 
 
 def data_overrides(data_dir: Path) -> list[str]:
-    common = [f"data.root={data_dir}", "data.images=img", "data.masks=gt", "data.labels=''", "data.classes=''",
+    shared = [f"data.root={data_dir}", "data.images=img", "data.masks=gt", "data.labels=''", "data.classes=''",
               "data.gt_foreground_value=255"]
     if "grabcut" in data_dir.name.lower():
-        return common + ["data.class_agnostic=true", "data.gt_ignore_values=[128]"]
-    return common + ["data.label_pattern='^(.*?)\\d\\d_'", "data.gt_ignore_values=[]"]
+        return shared + ["data.class_agnostic=true", "data.gt_ignore_values=[128]"]
+    return shared + ["data.label_pattern='^(.*?)\\d\\d_'", "data.gt_ignore_values=[]"]
 
 
 def method_overrides(method: str) -> list[str]:
@@ -52,9 +48,9 @@ def method_overrides(method: str) -> list[str]:
     return [f"coarse.method={method}"]
 
 
-def score(ctx: StageContext, folder: Path, soft: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image foreground Jaccard and GT foreground share for every record with ground truth."""
-    scores, shares = [], []
+def score(ctx: StageContext, folder: Path, soft: bool) -> tuple[dict[str, float], set[str]]:
+    """({stem: foreground Jaccard}, the stems of large instances) over the records with ground truth."""
+    scores, large = {}, set()
     for r in ctx.records:
         gt = load_ground_truth(r, ctx.cfg.data)
         if gt is None:
@@ -65,21 +61,24 @@ def score(ctx: StageContext, folder: Path, soft: bool) -> tuple[np.ndarray, np.n
         else:
             pred = np.asarray(class_ids)[np.argmax(probs, axis=0)] == r.label
         valid = gt != 255
-        scores.append(foreground_jaccard(pred, gt == r.label, valid))
-        shares.append(float((gt == r.label).sum() / max(valid.sum(), 1)))
-    return np.array(scores), np.array(shares)
+        scores[r.stem] = foreground_jaccard(pred, gt == r.label, valid)
+        if foreground_share(gt == r.label, valid) >= LARGE_SHARE:
+            large.add(r.stem)
+    return scores, large
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("data_dir", type=Path, help="grabcut or coco_mval_dev folder (img/ + gt/)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to score")
     parser.add_argument("--limit", type=int, default=0, help="use the first N images only (0 = all)")
     parser.add_argument("--no-crf", action="store_true", help="score raw maps only")
     parser.add_argument("--work", type=Path, default=Path("/tmp/coarse_real"), help="scratch run folder")
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides, e.g. coarse.image_side=320")
-    parser.add_argument("--cpus", type=int, default=2, help="local Ray cluster size")
+    parser.add_argument("--cpus", type=int, default=2, help="local Ray cluster size (this machine's cores)")
     args = parser.parse_args()
+    for sub in ("img", "gt"):
+        require(args.data_dir / sub, "the data folder needs img/ and gt/")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     base = data_overrides(args.data_dir.resolve()) + [f"ray.num_cpus={args.cpus}"] + list(args.set)
@@ -90,35 +89,31 @@ def main() -> None:
             cfg = load_config(overrides=base + method_overrides(method))
             data = load_weak_dataset(cfg.data)
             records = data.records[: args.limit] if args.limit else data.records
-            tag = args.data_dir.name + ("" if not args.limit else f"_n{args.limit}")
-            run_dir = args.work / tag / method
+            run_dir = args.work / (args.data_dir.name + (f"_n{args.limit}" if args.limit else "")) / method
             shutil.rmtree(run_dir, ignore_errors=True)
             ctx = StageContext(cfg=cfg, records=tuple(records), classes=data.classes, run_dir=run_dir)
             start = time.time()
             coarse_stage.run(ctx, None, run_dir / "coarse")
-            seconds = time.time() - start
-            raw, shares = score(ctx, run_dir / "coarse", soft=True)
-            row = {"method": method, "n": len(raw), "raw": raw, "shares": shares, "s_per_img": seconds / len(records)}
+            row = {"method": method, "s_per_img": (time.time() - start) / len(records)}
+            row["raw"], large = score(ctx, run_dir / "coarse", soft=True)
             if not args.no_crf:
                 crf_stage.run(ctx, run_dir / "coarse", run_dir / "coarse_crf")
                 row["crf"], _ = score(ctx, run_dir / "coarse_crf", soft=False)
             rows.append(row)
-            print(f"  {method}: raw {raw.mean():.3f}" + (f" crf {row['crf'].mean():.3f}" if "crf" in row else "")
-                  + f" ({seconds / len(records):.2f} s/img)", file=sys.stderr, flush=True)
+            print(f"  {method}: raw {np.mean(list(row['raw'].values())):.3f} ({row['s_per_img']:.2f} s/img)",
+                  file=sys.stderr, flush=True)
 
-    big = rows[0]["shares"] >= BIG_SHARE
-    print(f"\n{args.data_dir.name}: mean per-image foreground Jaccard, raw -> + CRF "
-          f"(n = {rows[0]['n']}; >= {BIG_SHARE:.0%} subset n = {int(big.sum())})")
-    print(f"| method | all | >= {BIG_SHARE:.0%} | standard error (all, raw) | s/image (coarse) |")
-    print("|---|---|---|---|---|")
+    print(f"\n{args.data_dir.name}: mean per-image foreground Jaccard, raw -> + CRF (n = {len(rows[0]['raw'])}; "
+          f"large instances n = {len(large)})")
+    print(f"| method | all | report half | >= {LARGE_SHARE:.0%} | standard error (all, raw) | s/image (coarse) |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        def cell(mask):
-            text = f"{row['raw'][mask].mean():.3f}"
-            return text + (f" -> {row['crf'][mask].mean():.3f}" if "crf" in row else "")
-        sem = row["raw"].std(ddof=1) / np.sqrt(len(row["raw"]))
-        print(f"| {row['method']} | {cell(slice(None))} | {cell(big) if big.any() else '-'} | {sem:.3f} "
+        means = {key: subset_means(row[key], large=large) for key in ("raw", "crf") if key in row}
+        cells = [" -> ".join(f"{m[subset]:.3f}" for m in means.values()) for subset in ("all", "report", "large")]
+        raw = np.array(list(row["raw"].values()))
+        print(f"| {row['method']} | " + " | ".join(cells) + f" | {raw.std(ddof=1) / np.sqrt(len(raw)):.3f} "
               f"| {row['s_per_img']:.2f} |")
-    print("\nconfig:", {k: v for k, v in dataclasses.asdict(cfg0.coarse).items()})
+    print("\nconfig:", dataclasses.asdict(cfg0.coarse))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
-"""How the `crf` stage scales: images/s serial vs Ray, parallel efficiency, peak memory vs data-set size, and a
-two-node cluster run showing tasks landing on both nodes.
+"""The `crf` stage's images/s serial vs on Ray (parallel efficiency), its peak memory vs N, and its tasks per node.
 
     python benchmarks/crf_scaling.py speed --images 200 --cpus 2        # serial vs Ray, efficiency
     python benchmarks/crf_scaling.py memory --images 200 2000 --cpus 2  # peak RSS (driver, workers) per size
@@ -11,23 +10,12 @@ Data: real-size photos (scikit-image's bundled chelsea, astronaut, coffee, ... c
 with a centre-Gaussian coarse soft map per image; stems are distinct files, image files are shared between stems
 (like several COCO-MVal files sharing one photo). Nothing is downloaded. Peak memory is sampled every 0.1 s from
 /proc (RSS of this process and of this benchmark's own Ray processes).
-
-Measured on the 2-core machine with nothing else running (2026-12-02): speed, 200 images: serial 4.65/s, Ray
-9.59/s -> speed-up 2.06x, parallel efficiency 1.03 (CPU-cost efficiency 1.04: the serial run pays Python start-up
-per image that Ray's warm workers amortise).
-Earlier, while other users kept the load average at 7-16 (so wall-clock numbers mostly measured them; the
-CPU-seconds line is the one that shows Ray's own overhead):
-- speed, 200 images: serial 1.81/s, Ray 2.58/s -> wall efficiency 0.71 (load 10); another run at load 7: 0.48.
-  CPU seconds per image: serial 0.266, Ray 0.273 + driver 0.003 -> CPU-cost efficiency 0.97 (0.95 on 12 images).
-- memory, Ray on 2 CPUs: 200 images -> driver 158 MiB, all Ray processes 838 MiB, largest 174 MiB;
-  2000 images -> 169 / 853 / 176 MiB: flat (tasks in flight are bounded; only small dicts come back).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -36,15 +24,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import MIB, PeakSampler, arguments, descendants, named, processes
+from pipeline.config import Config, RayConfig
+from pipeline.io import save_image, save_probs
+from pipeline.orchestration.parallel import ray_session
+from pipeline.stage import Record, StageContext
+from stages import crf as crf_stage
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-from pipeline.config import Config, RayConfig  # noqa: E402
-from pipeline.io import save_image, save_probs  # noqa: E402
-from pipeline.orchestration.parallel import ray_session  # noqa: E402
-from pipeline.stage import Record, StageContext  # noqa: E402
-from stages import crf as crf_stage  # noqa: E402
-
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "immunohistochemistry", "motorcycle_left", "retina")
 
 
@@ -85,54 +72,18 @@ def make_dataset(root: Path, n: int, h: int = 375, w: int = 500, distinct: int =
     return records
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
+def memory_sample(temp_dir: str) -> dict[str, float]:
+    """RSS of this process, and the summed and the largest RSS of this benchmark's Ray processes: those naming
+    `temp_dir` on their command line (raylet, GCS, ...) and all below them (`ray::` workers)."""
+    table = processes()
+    ray = [table[pid].rss for pid in descendants(table, named(table, temp_dir)) if pid != os.getpid()]
+    return {"driver": table[os.getpid()].rss, "ray_total": sum(ray), "ray_max": max(ray, default=0)}
 
 
-def session_processes(temp_dir: str) -> dict[int, tuple[int, float]]:
-    """pid -> (RSS bytes, CPU seconds) of this benchmark's Ray processes: those naming `temp_dir` on their command
-    line (raylet, GCS, ...) and their children (`ray::` workers). Other users' Ray clusters are not counted."""
-    table = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        stat = _read(f"/proc/{pid}/stat")
-        if not stat:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(pid)] = (int(fields[1]), _read(f"/proc/{pid}/cmdline"), fields)
-    roots = {pid for pid, (_, cmd, _) in table.items() if temp_dir in cmd}
-    ours = roots | {pid for pid, (ppid, _, _) in table.items() if ppid in roots}
-    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
-    return {pid: (int(table[pid][2][21]) * page, (int(table[pid][2][11]) + int(table[pid][2][12])) / tick)
-            for pid in ours if pid != os.getpid()}
-
-
-class PeakMemory:
-    """Samples peak RSS of this process and of this benchmark's Ray processes in a background thread."""
-
-    def __init__(self, temp_dir: str, every_s: float = 0.1):
-        self.temp_dir, self.every_s = temp_dir, every_s
-        self.driver, self.ray_total, self.ray_max = 0, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            rss = [r for r, _ in session_processes(self.temp_dir).values()]
-            self.ray_total, self.ray_max = max(self.ray_total, sum(rss)), max([self.ray_max, *rss])
-            self.driver = max(self.driver, int(_read("/proc/self/statm").split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def ray_cpu_seconds(temp_dir: str) -> dict[int, float]:
+    """CPU seconds so far of each of this benchmark's Ray processes (as in `memory_sample`)."""
+    table = processes()
+    return {pid: table[pid].cpu_seconds for pid in descendants(table, named(table, temp_dir)) if pid != os.getpid()}
 
 
 def run_stage(records: list[Record], root: Path, ray_cfg: RayConfig, out: str) -> tuple[float, dict]:
@@ -152,10 +103,10 @@ def speed(args: argparse.Namespace, root: Path) -> None:
     ray_cfg = RayConfig(num_cpus=args.cpus, temp_dir=args.ray_temp)
     with ray_session(ray_cfg):
         run_stage(records[: 2 * args.cpus], root, ray_cfg, "warmup")  # start the workers once (not timed)
-        before, cpu0 = session_processes(args.ray_temp), time.process_time()
+        before, cpu0 = ray_cpu_seconds(args.ray_temp), time.process_time()
         ray_s, summary = run_stage(records, root, ray_cfg, "ray")
-        after, driver_cpu = session_processes(args.ray_temp), time.process_time() - cpu0
-    ray_cpu = sum(c for _, c in after.values()) - sum(c for pid, (_, c) in before.items() if pid in after)
+        after, driver_cpu = ray_cpu_seconds(args.ray_temp), time.process_time() - cpu0
+    ray_cpu = sum(after.values()) - sum(c for pid, c in before.items() if pid in after)
     for stem in (r.stem for r in records[:: max(1, len(records) // 20)]):
         for suffix in (".png", ".npz"):
             if (root / "serial" / f"{stem}{suffix}").read_bytes() != (root / "ray" / f"{stem}{suffix}").read_bytes():
@@ -177,10 +128,11 @@ def memory(args: argparse.Namespace, root: Path) -> None:
         for n in args.images_list:
             shutil.rmtree(root, ignore_errors=True)
             records = make_dataset(root, n)
-            with PeakMemory(args.ray_temp) as peak:
+            with PeakSampler(lambda: memory_sample(args.ray_temp), every_s=0.1) as sampler:
                 seconds, summary = run_stage(records, root, ray_cfg, "ray")
-            print(f"{n:6d} images: {seconds:7.1f} s ({n / seconds:.2f}/s), peak RSS: driver {peak.driver / 2**20:.0f}"
-                  f" MiB, Ray processes together {peak.ray_total / 2**20:.0f} MiB, largest {peak.ray_max / 2**20:.0f} MiB")
+            peak = {key: value / MIB for key, value in sampler.peaks.items()}
+            print(f"{n:6d} images: {seconds:7.1f} s ({n / seconds:.2f}/s), peak RSS: driver {peak['driver']:.0f} MiB, "
+                  f"Ray processes together {peak['ray_total']:.0f} MiB, largest {peak['ray_max']:.0f} MiB")
 
 
 def _remove_node_after(cluster: object, node: object, out: Path, images: int) -> None:
@@ -225,15 +177,16 @@ def multinode(args: argparse.Namespace, root: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__)
     parser.add_argument("mode", choices=("speed", "memory", "multinode"))
     parser.add_argument("--images", type=int, nargs="+", default=[200], help="images (memory: several sizes)")
-    parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs for speed/memory")  # this machine has 2
+    parser.add_argument("--cpus", type=int, default=2, help="Ray CPUs for speed/memory (this machine's)")
     parser.add_argument("--workdir", default="", help="where to write the data ('' = a temp folder, removed)")
     parser.add_argument("--address", default="", help="multinode: join this cluster ('' = build a 2-node one)")
     parser.add_argument("--kill-node-after", type=int, default=0,
                         help="multinode: kill the joined node once this many images are done (0 = never)")
-    parser.add_argument("--ray-temp", default="/tmp/c2f-crf-bench-ray", help="Ray session files")
+    parser.add_argument("--ray-temp", default="/tmp/c2f-crf-bench-ray", help="Ray session files (own: other clusters' "
+                        "processes are not counted)")
     args = parser.parse_args()
     args.images_list = args.images
     args.images = args.images[0]

@@ -1,47 +1,35 @@
-"""The driver's memory per image: a whole run (coarse -> crf, scored) in this process, its Python allocations traced.
+"""The driver's Python allocations per image: a whole run (coarse -> crf, scored) traced in this process, N vs N.
 
     .venv/bin/python benchmarks/driver_memory.py --sizes 1000 10000 --shape 120 160
 
-`benchmarks/scale.py` measures the driver's RSS, but that is ~640 MiB of torch and Ray client whose peak moves by
-tens of MiB from run to run: a few KiB per image do not show at N = 10,000. Here the driver (`run_pipeline`) runs
-in this process with `tracemalloc` on, so every Python object it allocates is counted; Ray's workers run the
-per-image tasks as in any run. After a warm-up run (imports), for each N (the scale benchmark's images, class-agnostic, saliency coarse maps,
-no rounds): the peak of traced allocations, this process's VmHWM, and the growth per image between the first and
-the last N. SQLite's pages (the records table, the decode cache) are not Python allocations: the page cache is
-bounded (~2 MB per connection).
+`benchmarks/scale.py` measures the driver's RSS, but that is mostly torch and Ray's client, whose peak moves by
+more from run to run than a few KiB per image add at N = 10,000. Here the driver (`run_pipeline`) runs in this
+process with `tracemalloc` on, so every Python object it allocates is counted; Ray's workers run the per-image tasks
+as in any run. After a warm-up run (imports), for each N (the scale benchmark's images, class-agnostic, saliency
+coarse maps, no rounds): the peak of traced allocations, this process's VmHWM, and the growth per image between the
+first and the last N. SQLite's pages (the records table, the decode cache) are not Python allocations: its page
+cache is bounded per connection.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.scale import make_images  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.orchestration.runner import run_pipeline  # noqa: E402
-from stages import WEAK_STAGES  # noqa: E402
-
-MIB = 2**20
-
-
-def vm_hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from common import MIB, REPO, arguments, peak_rss
+from pipeline.config import load_config
+from pipeline.orchestration.runner import run_pipeline
+from scale import make_images
+from stages import WEAK_STAGES
 
 
 def measure(data: Path, runs: Path, n: int, cpus: int) -> dict:
-    cfg = load_config(ROOT / "configs" / "base.yaml", [
+    """Run coarse -> crf on the `n` images in `data` in this process: its traced peak, VmHWM (MiB) and seconds."""
+    cfg = load_config(REPO / "configs" / "base.yaml", [
         f"run.name=driver_{n}", f"run.root={runs}", "data.kind=folder", f"data.root={data}", "data.labels=''",
         "data.classes=''", "data.class_agnostic=true", "data.gt_foreground_value=255", "data.gt_ignore_values=[]",
         "coarse.method=saliency", "rounds.count=0", f"ray.num_cpus={cpus}"])
@@ -51,15 +39,16 @@ def measure(data: Path, runs: Path, n: int, cpus: int) -> dict:
     run_pipeline(cfg, WEAK_STAGES)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"n": n, "traced_peak_mib": peak / MIB, "vm_hwm_mib": vm_hwm_mib(), "seconds": time.time() - start}
+    return {"n": n, "traced_peak_mib": peak / MIB, "vm_hwm_mib": peak_rss() / MIB, "seconds": time.time() - start}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--shape", type=int, nargs=2, default=[120, 160])
-    parser.add_argument("--root", type=Path, default=ROOT / "runs" / "scale", help="where the images are cached")
-    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
+    parser = arguments(__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="values of N, in order")
+    parser.add_argument("--shape", type=int, nargs=2, default=[120, 160], metavar=("H", "W"),
+                        help="image size (scale.py's default, so its cached images serve both)")
+    parser.add_argument("--root", type=Path, default=REPO / "runs" / "scale", help="where the images are cached")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="Ray CPUs (all cores)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     rows = []

@@ -1,5 +1,6 @@
-"""The GPU check's measurements (run by benchmarks/gpu_check.sh, which finds the Python and checks CUDA first).
+"""Images/s on one CUDA GPU of the demo run, training, prediction and the coarse methods: prints one table.
 
+    bash benchmarks/gpu_check.sh [ISNET_ONNX]                                   # finds the Python, checks CUDA first
     python benchmarks/gpu_check.py --root /tmp/c2f-gpu-check [--isnet FILE]      # on a CUDA machine
     python benchmarks/gpu_check.py --allow-cpu --tiny --skip-demo                # smoke test of this script on a CPU
 
@@ -32,8 +33,7 @@ from typing import Callable
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import REPO, arguments, fail, median_seconds
 
 NUM_CLASSES = 21  # VOC-sized head; the class count barely changes the network's cost
 
@@ -48,19 +48,21 @@ class Row:  # one line of the table
 
 
 def failed(what: str, err: BaseException) -> Row:
+    """The row of a measurement that raised `err`."""
     return Row(what, notes=f"failed: {type(err).__name__}: {str(err)[:200]}", failed=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = arguments(__doc__)
     p.add_argument("--root", default="/tmp/c2f-gpu-check", help="scratch folder: demo data, runs, Ray session files")
-    p.add_argument("--isnet", default="", help="ISNet ONNX file (default: the cache of `coarse2fine weights isnet`)")
-    p.add_argument("--budget", type=float, default=480.0, help="start no measurement after this many seconds")
-    p.add_argument("--train-size", type=int, default=512, help="training crop side (px)")
-    p.add_argument("--train-batch", type=int, default=16)
+    p.add_argument("--isnet", default="", help="ISNet ONNX file ('' = the cache of `coarse2fine weights isnet`)")
+    p.add_argument("--budget", type=float, default=480.0, help="start no measurement after this many seconds "
+                   "(gpu_check.sh stops everything at 570)")
+    p.add_argument("--train-size", type=int, default=512, help="training crop side (px; a GPU-sized crop)")
+    p.add_argument("--train-batch", type=int, default=16, help="images per training step")
     p.add_argument("--train-iters", type=int, default=45, help="steps; the rate is that of the last third")
     p.add_argument("--predict-size", type=int, default=512, help="prediction image side (px)")
-    p.add_argument("--predict-batch", type=int, default=16)
+    p.add_argument("--predict-batch", type=int, default=16, help="images per batched forward pass")
     p.add_argument("--coarse-repeat", type=int, default=10, help="coarse: the demo's 60 images repeated this often")
     p.add_argument("--coarse-methods", default="saliency,ddt,isnet", help="comma-separated coarse.method values")
     p.add_argument("--skip-demo", action="store_true", help="leave out the demo run (the longest measurement)")
@@ -85,7 +87,7 @@ def demo_overrides(args: argparse.Namespace) -> list[str]:
 def demo_config(args: argparse.Namespace):
     from pipeline.config import load_config
 
-    return load_config(ROOT / "configs" / "demo.yaml", demo_overrides(args))
+    return load_config(REPO / "configs" / "demo.yaml", demo_overrides(args))
 
 
 def measure_demo(args: argparse.Namespace) -> list[Row]:
@@ -97,8 +99,8 @@ def measure_demo(args: argparse.Namespace) -> list[Row]:
     log = Path(args.root) / "demo.log"
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "run", "--config",
-                               str(ROOT / "configs" / "demo.yaml"), *overrides], cwd=ROOT, stdout=out,
+        proc = subprocess.run([sys.executable, str(REPO / "orchestrate.py"), "run", "--config",
+                               str(REPO / "configs" / "demo.yaml"), *overrides], cwd=REPO, stdout=out,
                               stderr=subprocess.STDOUT, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     total = time.perf_counter() - start
     if proc.returncode != 0:
@@ -179,21 +181,6 @@ def reset_peak(device: torch.device) -> Callable[[], str]:
     return lambda: f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 3) -> float:
-    """Seconds per call of `fn` (the median of `repeats` after `warmup` untimed calls), synchronised on CUDA."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def measure_predict(args: argparse.Namespace, device: torch.device) -> list[Row]:
     """Batched forward passes (bf16 + channels_last, fp32) and the predict stage's one-image path."""
     import numpy as np
@@ -205,6 +192,7 @@ def measure_predict(args: argparse.Namespace, device: torch.device) -> list[Row]
     model = build_model(model_config(args), NUM_CLASSES).to(device).eval()
     b, side = args.predict_batch, args.predict_size
     rows, repeats = [], 2 if args.tiny else 10
+    sync = torch.cuda.synchronize if device.type == "cuda" else None  # device work is queued: wait for it
     for label, amp in (("bf16 + channels_last", True), ("fp32, NCHW", False)):
         fmt = torch.channels_last if amp else torch.contiguous_format
         net = model.to(memory_format=fmt)
@@ -217,12 +205,12 @@ def measure_predict(args: argparse.Namespace, device: torch.device) -> list[Row]
             return torch.softmax(logits.float(), dim=1).argmax(dim=1)
 
         peak = reset_peak(device)
-        per_batch = timed(step, device, repeats)
+        per_batch = median_seconds(step, repeats, warmup=3, sync=sync)
         rows.append(Row(f"predict batched, {label}", rate=f"{b / per_batch:.1f}", seconds=f"{per_batch:.3f}",
                         notes=f"batch {b} x {side}px, no_grad, median of {repeats}{peak()}"))
     model = model.to(memory_format=torch.contiguous_format)
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    per_image = timed(lambda: predict_probs(model, image, flip=True, device=device), device, repeats)
+    per_image = median_seconds(lambda: predict_probs(model, image, flip=True, device=device), repeats, 3, sync)
     rows.append(Row("predict stage path (1 image, flip)", rate=f"{1 / per_image:.1f}", seconds=f"{per_image:.3f}",
                     notes=f"predict_probs as stages/predict.py calls it, {side}px, fp32"))
     return rows
@@ -276,6 +264,7 @@ def measure_coarse(args: argparse.Namespace) -> list[Row]:
 
 
 def format_table(rows: list[Row], header: str) -> str:
+    """`header`, then one aligned line per row."""
     width = max(len(r.what) for r in rows)
     lines = [header, f"{'measurement':<{width}}  {'images/s':>9}  {'seconds':>8}  notes"]
     lines += [f"{r.what:<{width}}  {r.rate:>9}  {r.seconds:>8}  {r.notes}" for r in rows]
@@ -285,9 +274,7 @@ def format_table(rows: list[Row], header: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print(f"gpu_check: no CUDA device visible to torch {torch.__version__} (built for CUDA {torch.version.cuda})",
-              file=sys.stderr)
-        return 2
+        fail(f"gpu_check: no CUDA device visible to torch {torch.__version__} (built for CUDA {torch.version.cuda})")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     Path(args.root).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 29 item 7): on one CUDA GPU, in under 10 minutes, print ONE table of
+# Images/s on one CUDA GPU (issue 29 item 7), in under 10 minutes, as ONE table of
 #   - the demo (`coarse2fine run --config configs/demo.yaml`, run root and data under /tmp): total and stage seconds
 #   - training images/s with bf16 autocast + channels_last (train.amp / train.channels_last = cuda, the defaults)
 #     and, for comparison, with both off

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import replace
 
 import torch
 
+from common import arguments, interleaved_times
 from pipeline.config import ModelConfig
 from pipeline.learn.losses import SegLoss
 from pipeline.models import build_model
@@ -31,12 +31,11 @@ VARIANTS = {"lite": ModelConfig(backbone="lite0", width=96), "r50": ModelConfig(
 
 
 class Setting:
-    """One network on random data; `step()` times one forward+backward: (wall, CPU) seconds per image."""
+    """One network on random data; `step()` runs one forward+backward."""
 
     def __init__(self, cfg: ModelConfig, args: argparse.Namespace, device: torch.device) -> None:
         torch.manual_seed(0)
         self.device = device
-        self.batch = args.batch
         self.model = build_model(cfg, num_classes=19).to(device).train()
         self.x = torch.randn(args.batch, 3, *args.size, device=device)
         self.y = torch.randint(0, 19, (args.batch, *args.size), device=device)
@@ -45,31 +44,25 @@ class Setting:
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=10_000)
 
-    def step(self) -> tuple[float, float]:
+    def step(self) -> None:
         self.model.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = self.loss_fn(self.model(self.x), self.y)
         loss.backward()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / self.batch, (time.process_time() - cpu_start) / self.batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--size", nargs=2, type=int, default=(512, 1024), metavar=("H", "W"),
-                        help="image size (default 512 1024)")
-    parser.add_argument("--variant", default="lite", choices=list(VARIANTS), help="network variant (default lite)")
-    parser.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
-    parser.add_argument("--iters", type=int, default=5, help="timed steps per setting (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting (default 1)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the shared machine)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--frozen-stages", type=int, default=0,
-                        help="also time +both with model.frozen_stages=N (default 0: not timed)")
+                        help="image size (Cityscapes' training crop)")
+    parser.add_argument("--variant", default="lite", choices=list(VARIANTS), help="network variant")
+    parser.add_argument("--batch", type=int, default=1, help="images per step")
+    parser.add_argument("--iters", type=int, default=5, help="timed steps per setting")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2: the shared machine's cores)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--frozen-stages", type=int, default=0, help="also time +both with model.frozen_stages=N "
+                        "(0 = not timed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -82,21 +75,17 @@ def main() -> None:
     settings = {name: Setting(replace(VARIANTS[args.variant], pretrained="none", srm=srm, srm_mask=srm, crm=crm,
                                       frozen_stages=frozen), args, device)
                 for name, srm, crm, frozen in SETTINGS + extra}
-    results = {name: [] for name in settings}
-    cpu_results = {name: [] for name in settings}
-    for step in range(args.warmup + args.iters):  # round-robin, so load from other processes hits all settings alike
-        for name, setting in settings.items():
-            seconds, cpu_seconds = setting.step()
-            if step >= args.warmup:
-                results[name].append(seconds)
-                cpu_results[name].append(cpu_seconds)
+    times = interleaved_times({name: setting.step for name, setting in settings.items()}, args.iters, args.warmup,
+                              sync=torch.cuda.synchronize if device.type == "cuda" else None)
+    results = {name: [wall / args.batch for wall, _ in runs] for name, runs in times.items()}  # seconds per image
+    cpu_results = {name: [cpu / args.batch for _, cpu in runs] for name, runs in times.items()}
     base_median = statistics.median(results["plain"])
     base_min = min(results["plain"])
     base_cpu = statistics.median(cpu_results["plain"])
     print(f"{'setting':9s} {'median s/img':>13s} {'min s/img':>10s} {'ratio(median)':>14s} {'ratio(min)':>11s}"
           + (f" {'images/s':>9s}" if device.type == "cuda" else f" {'CPU s/img':>10s} {'ratio(CPU)':>11s}"))
-    for name, times in results.items():
-        med, low = statistics.median(times), min(times)
+    for name, per_image in results.items():
+        med, low = statistics.median(per_image), min(per_image)
         line = f"{name:9s} {med:13.4f} {low:10.4f} {med / base_median:14.3f} {low / base_min:11.3f}"
         if device.type == "cuda":
             line += f" {1.0 / med:9.1f}"

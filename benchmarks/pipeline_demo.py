@@ -1,4 +1,4 @@
-"""Wall time per stage, peak memory of every process, and the rerun time of the demo (issue 2's targets).
+"""The demo run's seconds per stage, the peak memory of all its processes, and the time of a rerun that reuses all.
 
     .venv/bin/python benchmarks/pipeline_demo.py                     # fresh run into runs/demo_bench, then a rerun
     .venv/bin/python benchmarks/pipeline_demo.py --set train.iterations=60
@@ -11,75 +11,34 @@ the last round >= crf.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tree_rss(root_pid: int) -> int:
-    """Summed RSS (bytes) of `root_pid` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{name}/stat").read_text()
-            statm = Path(f"/proc/{name}/statm").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(name))
-        rss[int(name)] = int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo += children.get(pid, [])
-    return total
-
-
-def timed_run(cmd: list[str]) -> tuple[float, int, int]:
-    """(seconds, peak RSS of the whole process tree, exit code) of one command."""
-    start = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
-            time.sleep(0.25)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    code = proc.wait()
-    thread.join()
-    return time.time() - start, peak[0], code
+from common import REPO, arguments, run_sampled, tree_rss
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
     parser.add_argument("--name", default="demo_bench", help="run name (runs/<name> is deleted first)")
     args = parser.parse_args()
-    shutil.rmtree(ROOT / "runs" / args.name, ignore_errors=True)
+    run_dir = REPO / "runs" / args.name
+    shutil.rmtree(run_dir, ignore_errors=True)
     temp = f"/tmp/c2f-bench-{os.getpid()}"
-    cmd = [str(ROOT / ".venv" / "bin" / "coarse2fine"), "run", "--config", "configs/demo.yaml",
+    cmd = [sys.executable, str(REPO / "orchestrate.py"), "run", "--config", "configs/demo.yaml",
            "--set", f"run.name={args.name}", "--set", f"ray.temp_dir={temp}"]
     for item in args.set:
         cmd += ["--set", item]
-    seconds, peak, code = timed_run(cmd)
-    if code:
-        print(f"run failed with exit code {code}", file=sys.stderr)
-        return code
-    again, peak_again, code = timed_run(cmd)
-    run_dir = ROOT / "runs" / args.name
+    runs = []
+    for _ in range(2):  # the second, identical run must recompute nothing
+        seconds, peaks, code = run_sampled(cmd, lambda pid: {"all": tree_rss([pid])}, every_s=0.25)
+        if code:
+            print(f"run failed with exit code {code}", file=sys.stderr)
+            return code
+        runs.append((seconds, peaks["all"]))
+    (seconds, peak), (again, peak_again) = runs
     scores = json.loads((run_dir / "scores.json").read_text())
     print("\nstage seconds (from each stage's manifest):")
     stage_total = 0.0

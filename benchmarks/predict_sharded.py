@@ -1,4 +1,4 @@
-"""Images/s of the `predict` stage: serial (one process) vs sharded on Ray Data (CPU actors), on a finished run.
+"""The `predict` stage's images/s serial (one process) vs sharded on Ray CPU actors, on a finished run's round 1.
 
     coarse2fine run --config configs/demo.yaml --set run.root=/tmp/scale_runs --set rounds.count=1
     python benchmarks/predict_sharded.py --run /tmp/scale_runs/demo --cpus 2 --actors 1 2
@@ -13,27 +13,26 @@ written. Each sharded setting runs twice (the first pass also warms Ray's task w
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from common import arguments, fail, require
+from pipeline.commands.trained import RunError, read_run
+from pipeline.data.weak import load_weak_dataset
+from pipeline.orchestration.parallel import ray_session
+from pipeline.orchestration.sharded import cluster_actors
+from pipeline.stage import StageContext
+from stages import predict
 
-from pipeline.commands.trained import read_run  # noqa: E402
-from pipeline.data.weak import load_weak_dataset  # noqa: E402
-from pipeline.orchestration.parallel import ray_session  # noqa: E402
-from pipeline.orchestration.sharded import cluster_actors  # noqa: E402
-from pipeline.stage import StageContext  # noqa: E402
-from stages import predict  # noqa: E402
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def files(folder: Path) -> dict[str, bytes]:
+    """{name: bytes} of the `.png` and `.npz` outputs in `folder`."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".png", ".npz")}
 
 
@@ -51,17 +50,21 @@ def timed_predict(ctx: StageContext, run_dir: Path, out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__)
     parser.add_argument("--run", type=Path, required=True, help="a run directory with round1/train/model.pt")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
-    parser.add_argument("--actors", type=int, nargs="+", default=[2], help="ray.actors values to time")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads of the serial run (0 = default)")
-    parser.add_argument("--out", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (this machine's)")
+    parser.add_argument("--actors", type=int, nargs="+", default=[2], help="ray.actors values to time (one per CPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of the serial run (0 = torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="scratch folder (None: a new temp folder)")
     args = parser.parse_args()
+    require(args.run / "round1" / "train" / "model.pt", "--run: a finished run with round 1")
 
     import torch
 
-    cfg, classes, _ = read_run(args.run)
+    try:
+        cfg, classes, _ = read_run(args.run)
+    except RunError as err:
+        fail(str(err))
     records = load_weak_dataset(cfg.data).records
     out = args.out or Path(tempfile.mkdtemp(prefix="predict_sharded_"))
     if args.threads:

@@ -1,4 +1,4 @@
-"""Pseudo-labels at scale: memory, throughput and disk of coarse -> crf -> 1 round -> crf as N grows.
+"""Memory, images/s and disk per image of coarse -> crf -> 1 round -> crf as N grows: prints the ratios to the first N.
 
     .venv/bin/python benchmarks/scale.py                                     # N = 1,000 and 10,000 at 120 x 160
     .venv/bin/python benchmarks/scale.py --sizes 1000 10000 --shape 480 640 --json runs/scale.json
@@ -21,28 +21,20 @@ peaks, and bytes on disk per image per stage; then the ratios of the last N to t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import MIB, REPO, arguments, descendants, named, peak_rss, processes, run_sampled
+from pipeline.data.demo import generate
+from pipeline.io import load_mask, save_mask
 
-from benchmarks.pipeline_demo import _tree_rss  # noqa: E402
-from pipeline.data.demo import generate  # noqa: E402
-from pipeline.io import load_mask, save_mask  # noqa: E402
-
-MIB = 2**20
-PAGE = os.sysconf("SC_PAGE_SIZE")
 PER_IMAGE = ("coarse", "crf", "round1/predict", "round1/crf")  # stages that visit every image once
 STAGES = ("coarse", "crf", "round1/train", "round1/predict", "round1/crf")
 
@@ -78,7 +70,7 @@ def make_images(folder: Path, n: int, shape: tuple[int, int], workers: int) -> P
 
 def write_config(path: Path, data: Path, runs: Path, name: str, shape: tuple[int, int], iterations: int) -> None:
     side = min(448, max(shape))  # the CNN sees images at their own size, up to base.yaml's 448
-    path.write_text(f"""base: {ROOT / 'configs' / 'base.yaml'}
+    path.write_text(f"""base: {REPO / 'configs' / 'base.yaml'}
 run: {{name: {name}, root: {runs}}}
 data: {{kind: folder, root: {data}, labels: '', classes: '', class_agnostic: true, gt_foreground_value: 255,
        gt_ignore_values: []}}
@@ -88,51 +80,8 @@ rounds: {{count: 1}}
 """)
 
 
-def _status_kib(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cluster_roots(temp_dir: str) -> list[int]:
-    """Processes whose command line names `temp_dir` (a `ray start` cluster's GCS, raylets, agents)."""
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if temp_dir.encode() in Path(f"/proc/{name}/cmdline").read_bytes():
-                pids.append(int(name))
-        except OSError:
-            continue
-    return pids
-
-
-def _largest_worker(roots: list[int]) -> int:
-    """RSS (bytes) of the largest Ray worker process ("ray::..." command line) below `roots`: the task or actor
-    holding the most memory at this moment (e.g. DDT's statistics task of one label group)."""
-    children: dict[int, list[int]] = {}
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    largest, todo = 0, list(roots)
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):
-                largest = max(largest, int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE)
-        except OSError:
-            continue
-    return largest
-
-
 def _shm_used() -> int:
+    """Bytes used in /dev/shm, where Ray's object store keeps its (unlinked) file."""
     st = os.statvfs("/dev/shm")
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
@@ -147,31 +96,26 @@ def _running_stage(run_dir: Path) -> str:
 
 def measured_run(cmd: list[str], cluster_temp: str, run_dir: Path) -> dict:
     """Run `cmd`; its seconds and peaks: RSS of the whole tree (+ the cluster's processes), driver, /dev/shm growth,
-    and per stage of `run_dir` the largest Ray worker."""
+    and per stage of `run_dir` the largest Ray worker (a "ray::..." command line: the task or actor holding the most
+    memory at that moment, e.g. DDT's statistics task of one label group)."""
     shm0 = _shm_used()
-    start = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    peaks: dict = {"all": 0, "driver": 0, "shm": 0, "task": {}}
-    roots = _cluster_roots(cluster_temp) if cluster_temp else []
 
-    def sample() -> None:
-        while proc.poll() is None:
-            total = _tree_rss(proc.pid) + sum(_tree_rss(pid) for pid in roots)
-            peaks["all"] = max(peaks["all"], total)
-            peaks["driver"] = max(peaks["driver"], _status_kib(proc.pid, "VmHWM") * 1024)
-            peaks["shm"] = max(peaks["shm"], _shm_used() - shm0)
-            stage = _running_stage(run_dir)
-            if stage:
-                peaks["task"][stage] = max(peaks["task"].get(stage, 0), _largest_worker([proc.pid, *roots]))
-            time.sleep(0.5)
+    def sample(pid: int) -> dict[str, float]:
+        table = processes()
+        tree = descendants(table, [pid, *(named(table, cluster_temp) if cluster_temp else ())])
+        figures = {"all": sum(table[p].rss for p in tree), "driver": peak_rss(pid), "shm": _shm_used() - shm0}
+        stage = _running_stage(run_dir)
+        if stage:
+            figures[f"task {stage}"] = max([table[p].rss for p in tree if table[p].cmdline.startswith(b"ray::")],
+                                           default=0)
+        return figures
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    code = proc.wait()
-    thread.join()
+    seconds, peaks, code = run_sampled(cmd, sample, every_s=0.5)
     if code:
         raise SystemExit(f"{' '.join(cmd)} exited with {code}")
-    return {"seconds": time.time() - start, **peaks}
+    tasks = {key.removeprefix("task "): value for key, value in peaks.items() if key.startswith("task ")}
+    return {"seconds": seconds, "all": peaks.get("all", 0), "driver": peaks.get("driver", 0),
+            "shm": peaks.get("shm", 0), "task": tasks}
 
 
 def stage_figures(run_dir: Path, n: int) -> tuple[dict, dict, dict]:
@@ -190,20 +134,21 @@ def stage_figures(run_dir: Path, n: int) -> tuple[dict, dict, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="values of N, in order")
-    parser.add_argument("--shape", type=int, nargs=2, default=[120, 160], metavar=("H", "W"), help="image size")
-    parser.add_argument("--iterations", type=int, default=20, help="round 1's training steps")
+    parser.add_argument("--shape", type=int, nargs=2, default=[120, 160], metavar=("H", "W"),
+                        help="image size (small, so that N = 10,000 runs on a 2-core machine)")
+    parser.add_argument("--iterations", type=int, default=20, help="round 1's training steps (a token round)")
     parser.add_argument("--root", default="runs/scale", help="images, configs and runs go here")
-    parser.add_argument("--address", default="", help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("--address", default="", help="join this Ray cluster ('' = start a local one)")
     parser.add_argument("--cluster-temp", default="", help="that cluster's `ray start --temp-dir` (its processes' "
-                        "memory is then counted too)")
+                        "memory is then counted too; '' = none)")
     parser.add_argument("--set", action="append", default=[], help="extra config override, e.g. ray.actors=2")
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the run folders (default: remove after measuring)")
+    parser.add_argument("--keep", action="store_true", help="keep the run folders (else removed after measuring)")
     args = parser.parse_args()
 
-    root = (ROOT / args.root).resolve()
+    root = (REPO / args.root).resolve()
     shape = tuple(args.shape)
     runs = []
     for n in args.sizes:
@@ -219,11 +164,11 @@ def main() -> None:
         peaks = measured_run(cmd, args.cluster_temp, root / name)
         rate, disk, score = stage_figures(root / name, n)
         runs.append({"n": n, "shape": list(shape), "seconds": round(peaks["seconds"], 1),
-                     "peak_rss_all_mib": round(peaks["all"] / MIB, 1), "driver_rss_mib": round(peaks["driver"] / MIB, 1),
+                     "peak_rss_all_mib": round(peaks["all"] / MIB, 1),
+                     "driver_rss_mib": round(peaks["driver"] / MIB, 1),
                      "object_store_peak_mib": round(peaks["shm"] / MIB, 1),
                      "largest_task_rss_mib": {k: round(v / MIB, 1) for k, v in peaks["task"].items()},
-                     "images_per_s": rate,
-                     "disk_bytes_per_image": disk, "fg_jaccard": score})
+                     "images_per_s": rate, "disk_bytes_per_image": disk, "fg_jaccard": score})
         if not args.keep:
             shutil.rmtree(root / name, ignore_errors=True)
         print(json.dumps(runs[-1]), flush=True)

@@ -1,4 +1,4 @@
-"""Soak test of issue 7: kill `coarse2fine run` with SIGKILL at N random moments, rerun, compare with a reference.
+"""Resume after SIGKILL at N random moments of a tiny `coarse2fine run`: prints how many reruns match a clean run.
 
     nice -n 5 .venv/bin/python benchmarks/soak_kill.py                # 10 kills, tiny demo, no Ray
     nice -n 5 .venv/bin/python benchmarks/soak_kill.py --ray --kills 5 # with a local Ray cluster per run
@@ -14,7 +14,7 @@ seconds) equal the reference. The last line: "resumed to identical outputs: K/N"
 """
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import random
 import shutil
 import sys
@@ -22,49 +22,48 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the helpers the kill tests use, so the soak checks what they check
+from common import REPO, arguments
+from pipeline.config import load_config
+from pipeline.data.demo import ensure_demo
 
-from kill_helpers import (TINY, command, kill_group, outputs, partial_files, run_to_end,  # noqa: E402
-                          running_stage, score_rows, start_run, wait_gone, weights_equal)
-
-from pipeline.config import load_config  # noqa: E402
-from pipeline.data.demo import ensure_demo  # noqa: E402
+# tests/kill_helpers.py, loaded from its file (tests/ is no package): the soak checks exactly what the kill tests check
+_spec = importlib.util.spec_from_file_location("kill_helpers", REPO / "tests" / "kill_helpers.py")
+kill_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(kill_helpers)
 
 
 def same_as_reference(run_dir: Path, ref: Path) -> list[str]:
     """What differs between a finished run and the reference (empty: identical)."""
     diffs = []
-    mine, theirs = outputs(run_dir), outputs(ref)
+    mine, theirs = kill_helpers.outputs(run_dir), kill_helpers.outputs(ref)
     if mine.keys() != theirs.keys():
         diffs.append(f"files differ: {sorted(mine.keys() ^ theirs.keys())[:4]}")
     diffs += [f"{name} differs" for name in sorted(mine.keys() & theirs.keys()) if mine[name] != theirs[name]][:4]
     for k in (1, 2):
         model = Path(f"round{k}") / "train" / "model.pt"
-        if not (run_dir / model).is_file() or not weights_equal(run_dir / model, ref / model):
+        if not (run_dir / model).is_file() or not kill_helpers.weights_equal(run_dir / model, ref / model):
             diffs.append(f"{model} differs")
-    if score_rows(run_dir) != score_rows(ref):
+    if kill_helpers.score_rows(run_dir) != kill_helpers.score_rows(ref):
         diffs.append("scores.json rows differ")
     return diffs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=10, help="number of killed runs (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times (default 0)")
-    parser.add_argument("--ray", action="store_true", help="run with a local Ray cluster (default: ray.enabled=false)")
+    parser = arguments(__doc__)
+    parser.add_argument("--kills", type=int, default=10, help="number of killed runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    parser.add_argument("--ray", action="store_true", help="run with a local Ray cluster (else ray.enabled=false)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (default: deleted at the end)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (else deleted at the end)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="c2f-soak-", dir="/tmp"))  # short path: Ray's sockets live below it
     data = work / "data"
     extra = ["ray.enabled=true", f"ray.temp_dir={work / 'ray'}"] if args.ray else ["ray.enabled=false"]
     extra += args.set
-    ensure_demo(load_config(ROOT / "configs" / "demo.yaml", [*TINY, f"data.root={data}"]).data)
+    ensure_demo(load_config(REPO / "configs" / "demo.yaml", [*kill_helpers.TINY, f"data.root={data}"]).data)
     start = time.time()
-    run_to_end(command(data, work / "ref", *extra), work / "ref.log")
+    kill_helpers.run_to_end(kill_helpers.command(data, work / "ref", *extra), work / "ref.log")
     duration = time.time() - start
     ref = work / "ref" / "demo"
     stems = sorted(p.stem for p in (ref / "coarse").glob("*.png"))
@@ -76,20 +75,20 @@ def main() -> int:
     for i in range(args.kills):
         at = rng.uniform(0.0, duration)
         runs, log = work / f"kill{i}", work / f"kill{i}.log"
-        cmd = command(data, runs, *extra)
-        proc = start_run(cmd, log)
+        cmd = kill_helpers.command(data, runs, *extra)
+        proc = kill_helpers.start_run(cmd, log)
         began = time.time()
         while proc.poll() is None and time.time() - began < at:
             time.sleep(0.005)
         finished_first = proc.poll() is not None
-        orphans = kill_group(proc)
-        gone = wait_gone(orphans, timeout=120)
+        orphans = kill_helpers.kill_group(proc)
+        gone = kill_helpers.wait_gone(orphans, timeout=120)
         run_dir = runs / "demo"
-        stage = "finished before the kill" if finished_first else running_stage(run_dir)
-        problems = partial_files(run_dir, stems)
+        stage = "finished before the kill" if finished_first else kill_helpers.running_stage(run_dir)
+        problems = kill_helpers.partial_files(run_dir, stems)
         try:
-            run_to_end(cmd, log)
-            diffs = same_as_reference(run_dir, ref) + partial_files(run_dir, stems)
+            kill_helpers.run_to_end(cmd, log)
+            diffs = same_as_reference(run_dir, ref) + kill_helpers.partial_files(run_dir, stems)
         except RuntimeError as err:
             diffs = [f"rerun failed: {str(err).splitlines()[0]}"]
         litter = len(list(run_dir.rglob("*.tmp")))

@@ -1,4 +1,4 @@
-"""Print runs' per-stage scores as a Markdown table (finished or not), e.g. for docs/experiments.md.
+"""Per-stage scores of weak runs as one Markdown table, and each run's last round against its coarse and CRF stages.
 
     .venv/bin/python benchmarks/weak_table.py runs/grabcut runs/coco_mval
 
@@ -7,7 +7,7 @@ One column per run: mean per-image foreground Jaccard (mIoU in brackets) of ever
 run has not scored is "-". The monotone column says whether every stage (coarse, crf, then each round's final CRF) is at
 least as good as the one before it, and the last of them is compared with the coarse stage and the CRF stage on the
 same images: the mean of the per-image differences with its paired standard error (every stage scores the same
-photos, so the paired error is far smaller than each mean's own, ~0.014 on COCO-MVal's 410 photos).
+photos, so the paired error is far smaller than each mean's own).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.commands.status import run_status  # noqa: E402
-from pipeline.metrics import read_per_image  # noqa: E402
+from common import arguments, fail
+from pipeline.commands.status import run_status
+from pipeline.commands.trained import RunError
+from pipeline.metrics import read_per_image
 
 
 def paired_gain(run_dir: Path, before: str, after: str) -> tuple[float, float, int, int]:
@@ -30,10 +30,15 @@ def paired_gain(run_dir: Path, before: str, after: str) -> tuple[float, float, i
     return float(gain.mean()), se, int((gain > 1e-9).sum()), int((gain < -1e-9).sum())
 
 
-def main(run_dirs: list[str]) -> int:
-    paths = {Path(d).name: Path(d) for d in run_dirs}
-    runs = {name: {r["name"]: r for r in run_status(path)["stages"] if r.get("fg_jaccard") is not None}
-            for name, path in paths.items()}
+def main() -> int:
+    parser = arguments(__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (runs/<name>), one column each")
+    paths = {path.name: path for path in parser.parse_args().runs}
+    try:
+        runs = {name: {r["name"]: r for r in run_status(path)["stages"] if r.get("fg_jaccard") is not None}
+                for name, path in paths.items()}
+    except RunError as err:
+        fail(str(err))
     names = list(dict.fromkeys(n for rows in runs.values() for n in rows))
     print("| stage | " + " | ".join(runs) + " |")
     print("|---|" + "---|" * len(runs))
@@ -59,4 +64,4 @@ def main(run_dirs: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import gpu_check  # benchmarks/gpu_check.py, on sys.path through pytest's `pythonpath` (pyproject.toml)
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import gpu_check  # noqa: E402
 
 
 def test_script_is_valid_bash():

@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import scale  # noqa: E402
-from pipeline.io import load_mask, read_image  # noqa: E402
+from pipeline.io import load_mask, read_image
+import scale  # benchmarks/scale.py, on sys.path through pytest's `pythonpath` (pyproject.toml)
 
 
 def test_images_have_the_shape_binary_masks_and_are_cached(tmp_path):
