@@ -4,12 +4,12 @@
     mask = refine_mask(image, mask, class_ids, cfg.crf)          # uint8 class ids (255 = ignore) -> uint8 mask
 
 The stage that runs this over a whole data set with Ray is `stages/crf.py`; `tests/test_crf.py` shows the effect on
-synthetic images and `benchmarks/crf_real.py` on real photos.
+synthetic images and `benchmarks/coarse_real.py` (raw and +CRF per coarse method) on real photos.
 
 Model: unary = -log p (p clipped at 1e-5, the pydensecrf `unary_from_softmax` convention); a Gaussian smoothness
 kernel (sxy 3, compat 3: DeepLab's, fixed) and a bilateral appearance kernel (`crf.bilateral_*`, default sxy 80,
 srgb 13, compat 10) with Potts compatibility, 10 mean-field iterations (IRN / DeepLab-style settings). How the
-appearance kernel was chosen: docs/experiments.md (`benchmarks/crf_real.py`, `benchmarks/crf_kernels.py`).
+appearance kernel was chosen: docs/experiments.md.
 
 Assumptions (the paper leaves these open; the choices below are the well-founded ones):
 - Only classes the image can hold enter the CRF: those whose probability reaches MIN_CLASS_PROB somewhere (for a
