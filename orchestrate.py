@@ -141,10 +141,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline.commands.report import compare_report
     from pipeline.io import read_json
-    from pipeline.commands.report import compare_runs
+    from pipeline.orchestration.runner import run_reference
+    from stages import WEAK_STAGES
 
-    report = compare_runs(_config(args), full_iterations=args.full_iterations)
+    if args.full_iterations is not None:  # an override like any other: checked, and part of the reference's hash
+        args.set = [*(args.set or []), f"train.iterations={args.full_iterations}"]
+    cfg = _config(args)
+    run_reference(cfg, WEAK_STAGES)  # steps full_reference and compare of the finished weak run
+    report = compare_report(Path(cfg.run.root) / cfg.run.name)
     weak, full = read_json(report.parent / "weak_metrics.json"), read_json(report.parent / "full_metrics.json")
     print(f"weak mIoU {weak['miou']:.4f}  full mIoU {full['miou']:.4f}  "
           f"(weak = {100 * weak['miou'] / max(full['miou'], 1e-12):.1f}% of full)\nreport: {report}")

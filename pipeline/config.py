@@ -35,11 +35,15 @@ def _feeds(*stages: str, from_round: int = 0, **kw: Any) -> dict:
     return {"feeds": stages, "from_round": from_round, **kw}
 
 
+GROUND_TRUTH = ("score", "reference", "compare")  # what the ground-truth keys feed: scoring, and the full reference
+
+
 @dataclass(frozen=True)
 class RunConfig:
     name: str = field(default="demo", metadata=_feeds())  # run directory is <root>/<name>/
     root: str = field(default="runs", metadata=_feeds())  # parent folder of all runs
-    seed: int = field(default=0, metadata=_range(0, **_feeds("coarse", "train", "full")))  # seeds numpy/torch/python
+    # seeds numpy/torch/python
+    seed: int = field(default=0, metadata=_range(0, **_feeds("coarse", "train", "full", "reference")))
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,12 @@ class DataConfig:
     labels: str = "labels.csv"  # CSV `image,label` (one label per image); "" = take labels from label_pattern
     label_pattern: str = ""  # regex on the file stem whose group 1 is the class name, e.g. "^(.*?)\\d\\d_" (COCO-MVal)
     classes: str = "classes.txt"  # one class name per line, background first; "" = background + sorted labels
-    # optional ground truth (same stems, .png), scoring only; "" = none
-    masks: str = field(default="masks", metadata=_feeds("score"))
+    # optional ground truth (same stems, .png): scoring, and the training of the full reference; "" = none
+    masks: str = field(default="masks", metadata=_feeds(*GROUND_TRUTH))
     # -1: GT holds class ids; else this value = the image's class
-    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255, **_feeds("score")))
-    gt_ignore_values: tuple[int, ...] = field(default=(255,), metadata=_feeds("score"))  # GT values that are not scored
+    gt_foreground_value: int = field(default=-1, metadata=_range(-1, 255, **_feeds(*GROUND_TRUTH)))
+    # GT values that are not scored
+    gt_ignore_values: tuple[int, ...] = field(default=(255,), metadata=_feeds(*GROUND_TRUTH))
     class_agnostic: bool = False  # one foreground class, labels ignored (GrabCut-style)
     max_pixels: int = field(default=40_000_000, metadata=_range(1))  # refuse larger images (memory guard)
     on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))  # skip: list it in the run report
@@ -152,7 +157,7 @@ class RoundsConfig:
     # round k trains at train.lr x lr_decay^(k-1); 1 = same lr every round
     lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0, **_feeds("train", from_round=2)))
     # the network learns foreground vs background; each image's label names its foreground
-    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict"))
+    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict", "reference"))
     # test-time scales when predicting the training images
     scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict"))
     flip: bool = field(default=True, metadata=_feeds("predict"))  # add horizontally flipped predictions
@@ -199,8 +204,8 @@ class FullConfig:
 
 
 SECTION_FEEDS = {  # the stages a section's fields feed unless a field says otherwise (_feeds)
-    "data": ("coarse",), "coarse": ("coarse",), "crf": ("crf",), "model": ("train", "full"), "train": ("train", "full"),
-    "full": ("full",),
+    "data": ("coarse", "reference"), "coarse": ("coarse",), "crf": ("crf",), "model": ("train", "full", "reference"),
+    "train": ("train", "full", "reference"), "full": ("full",),
 }  # run, rounds_crf (applied through Config.crf_for_round), rounds and ray: only their tagged fields
 
 

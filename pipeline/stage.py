@@ -52,6 +52,10 @@ def network_classes(cfg: Config, classes: tuple[str, ...]) -> tuple[str, ...]:
     return FOREGROUND_CLASSES if cfg.rounds.foreground_network else tuple(classes)
 
 
+FULL_REFERENCE = "full_reference"  # folder below the run directory: the full reference (stages/reference.py)
+COMPARE = "compare"  # folder below the run directory: weak and full scores (stages/compare.py) and the report
+
+
 def training_labels(round_: int) -> str:
     """Folder (below the run directory) of the pseudo-labels round `round_` trains on: the previous round's CRF."""
     return "crf" if round_ <= 1 else f"round{round_ - 1}/crf"

@@ -10,36 +10,34 @@ evaluation of best.pt (or model.pt when no validation ran) on the whole val spli
 
 Images are resized by `full.input_scale` before cropping (training) and before inference (evaluation); predictions
 are upsampled back, so the score is always at full resolution. `full.num_workers > 1` or `full.use_gpu` trains with
-Ray Train (pipeline.learn.distributed) on the Ray cluster of `ray_session(cfg.ray)`.
+Ray Train (pipeline.learn.distributed) on the Ray cluster of `ray_session(cfg.ray)`. The training and the loading of
+the evaluated weights are pipeline.learn.supervised's, which the weak run's full reference (stages/reference.py)
+trains with too.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from pipeline.config import Config
 from pipeline.data.datasets import SegPairs, open_dataset
-from pipeline.learn.engine import resolve_device, train_model
+from pipeline.learn.engine import resolve_device
 from pipeline.learn.inference import evaluate
+from pipeline.learn.supervised import augmentation, seeded_model, train_supervised, trained_model
 from pipeline.io import write_json
-from pipeline.models import build_model
 from pipeline.orchestration.parallel import ray_session
-from pipeline.data.transforms import TrainTransform
 
 
 def make_model(cfg: Config, num_classes: int) -> nn.Module:
-    torch.manual_seed(cfg.run.seed)  # same initial head weights for the same seed
-    return build_model(cfg.model, num_classes)
+    return seeded_model(cfg, num_classes)  # same initial head weights for the same seed
 
 
 def make_train_set(cfg: Config, mean: tuple, std: tuple) -> SegPairs:
-    t = cfg.train
-    transform = TrainTransform(t.crop, t.scale_range, t.flip, t.jitter, mean, std)
-    return open_dataset(cfg.full, cfg.full.train_split).with_transform(transform)
+    return open_dataset(cfg.full, cfg.full.train_split).with_transform(augmentation(cfg.train, mean, std))
 
 
 def score(model: nn.Module, pairs: SegPairs, cfg: Config, device: str, test_time: bool) -> dict:
@@ -66,33 +64,15 @@ def run(cfg: Config, validate: bool = True) -> dict:
     val_set = open_dataset(cfg.full, cfg.full.val_split)
     num_classes = train_set.num_classes
     device = str(resolve_device("cuda" if cfg.full.use_gpu else "auto"))
+    distributed = cfg.full.num_workers > 1 or cfg.full.use_gpu
     start = time.time()
-    if cfg.full.num_workers > 1 or cfg.full.use_gpu:
-        from pipeline.learn.distributed import train_distributed
-
-        probe = make_model(cfg, num_classes)
-        mean, std = probe.mean, probe.std
-        del probe
-        with ray_session(cfg.ray):
-            weights = train_distributed(
-                partial(make_model, cfg, num_classes), partial(make_train_set, cfg, mean, std), cfg.train, out_dir,
-                seed=cfg.run.seed, num_workers=cfg.full.num_workers, use_gpu=cfg.full.use_gpu,
-                make_val_fn=partial(make_val_fn, cfg, "cpu") if validate else None)
-    else:
-        model = make_model(cfg, num_classes)
-        weights = train_model(model, make_train_set(cfg, model.mean, model.std), cfg.train, out_dir,
-                              seed=cfg.run.seed, device=device, val_fn=make_val_fn(cfg, device) if validate else None)
+    with ray_session(cfg.ray) if distributed else contextlib.nullcontext():  # Ray Train needs a cluster
+        train_supervised(cfg, num_classes, partial(make_train_set, cfg), out_dir, device=device,
+                         workers=cfg.full.num_workers, use_gpu=cfg.full.use_gpu,
+                         make_val_fn=partial(make_val_fn, cfg) if validate else None)
     train_s = time.time() - start
 
-    model = make_model(cfg, num_classes).to(device)
-    best = out_dir / "best.pt"
-    if best.exists():
-        model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["model"])
-        evaluated = "best.pt"
-    else:
-        model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-        evaluated = "model.pt"
-    model.eval()
+    model, evaluated = trained_model(cfg, num_classes, out_dir, device)
     scores = score(model, val_set, cfg, device, test_time=True)
     scores.pop("confusion")
     summary = {"dataset": cfg.full.dataset, "val_images": len(val_set), "train_images": len(train_set),

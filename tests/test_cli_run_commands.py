@@ -81,9 +81,11 @@ def test_compare_trains_the_full_reference_and_writes_the_report(tmp_path, capsy
     out = capsys.readouterr().out
     assert "weak mIoU" in out and "full mIoU" in out
     assert (run_dir / "compare" / "report.html").is_file()
-    assert (run_dir / "full_reference" / "DONE").is_file()
+    assert (run_dir / "full_reference" / "DONE").is_file() and (run_dir / "compare" / "DONE").is_file()
     full = json.loads((run_dir / "compare" / "full_metrics.json").read_text())
     assert full["iterations"] == 2 and 0.0 <= full["miou"] <= 1.0
+    assert orchestrate.main(["compare", "--config", str(config), "--full-iterations", "0"]) == 2
+    assert "train.iterations" in capsys.readouterr().err  # checked as the override it is
 
 
 def test_evaluate_gallery_draws_best_and_worst(tmp_path, capsys):

@@ -1,6 +1,8 @@
-"""pipeline.commands.report: the HTML report links only to files that exist; gallery order; compare_runs trains, reuses, scores."""
+"""pipeline.commands.report: the HTML report links only to files that exist; gallery order. The full reference
+(stages/reference.py, stages/compare.py through runner.run_reference): trains, resumes, reuses, retrains, scores."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import shutil
 import subprocess
@@ -9,14 +11,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import pipeline.commands.report
 from fake_run import CLASSES, PER_IMAGE, make_config, make_run
-from pipeline.io import read_json, save_image, save_mask
-from pipeline.stage import Record
-from pipeline.commands.report import compare_runs, network_truth, write_report
+from pipeline.commands.report import compare_report, write_report
 from pipeline.commands.report_plots import relative_scores
 from pipeline.commands.trained import RunError
+from pipeline.data.weak import GroundTruthDataset, network_truth
+from pipeline.io import read_json, save_image, save_mask
+from pipeline.orchestration.runner import run_reference
+from pipeline.stage import Record
+from stages import WEAK_STAGES
+
+
+def compare(cfg, **train) -> Path:
+    """`coarse2fine compare` without the CLI: the reference steps through the runner, then the report."""
+    if train:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+    run_reference(cfg, WEAK_STAGES)
+    return compare_report(Path(cfg.run.root) / cfg.run.name)
 
 
 
@@ -82,32 +97,72 @@ def test_report_with_full_reference_and_gallery_bounds(tmp_path):
         {"mIoU": 50.0, "background": 100 * 0.9 / 0.95, "square": 25.0, "bar": None})
 
 
-def test_compare_runs_trains_reuses_and_scores(tmp_path):
-    run_dir, cfg = make_run(tmp_path)
-    path = compare_runs(cfg)
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """A fake run compared once: (run_dir, cfg, report path, the reference's weights as trained then)."""
+    run_dir, cfg = make_run(tmp_path_factory.mktemp("compared"))
+    path = compare(cfg)
+    return run_dir, cfg, path, torch.load(run_dir / "full_reference" / "model.pt", weights_only=True)
+
+
+def test_compare_trains_reuses_retrains_and_scores(compared):
+    run_dir, cfg, path, _ = compared
     assert path == run_dir / "compare" / "report.html"
     check_links(path)
     ref = run_dir / "full_reference"
     full = read_json(ref / "metrics.json")
     weak = read_json(run_dir / "compare" / "weak_metrics.json")
+    assert read_json(run_dir / "compare" / "full_metrics.json") == full
     for m in (full, weak):
         assert m["images"] == 4 and 0.0 <= m["miou"] <= 1.0 and set(m["per_class_iou"]) == set(CLASSES)
     assert weak["weights"].endswith("round1/train/model.pt") and full["iterations"] == 2
-    assert "<td>mIoU</td>" in path.read_text()
-    stamp = (ref / "model.pt").stat().st_mtime_ns
-    compare_runs(cfg)  # finished reference: reused, not retrained
-    assert (ref / "model.pt").stat().st_mtime_ns == stamp
-    compare_runs(cfg, full_iterations=3)  # other settings: trained again from scratch
+    page = path.read_text()
+    assert "<td>mIoU</td>" in page and "<td>fg Jaccard (mean per image)</td>" in page and "<td>square</td>" in page
+    for step in (ref, run_dir / "compare"):  # the runner's contract: DONE holds the manifest's hash
+        assert (step / "DONE").read_text().strip() == read_json(step / "manifest.json")["hash"]
+    assert "train.iterations" in read_json(ref / "manifest.json")["config"]
+    weak_file = run_dir / "compare" / "weak_metrics.json"
+    stamps = {p: p.stat().st_mtime_ns for p in (ref / "model.pt", weak_file)}
+    compare(cfg)  # both finished: reused, nothing trained or scored again
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    (run_dir / "round1" / "train" / "DONE").write_text("another weak network\n")
+    compare(cfg)  # the weak network changed: scored again, the reference kept
+    assert (ref / "model.pt").stat().st_mtime_ns == stamps[ref / "model.pt"]
+    assert weak_file.stat().st_mtime_ns != stamps[weak_file]
+    compare(cfg, iterations=3)  # a changed train setting: trained again from scratch
     assert read_json(ref / "metrics.json")["iterations"] == 3
     log = (ref / "log.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3"]
 
 
-def test_compare_runs_with_a_foreground_network(tmp_path):
+def test_killed_reference_training_resumes_to_the_uninterrupted_weights(compared, tmp_path, monkeypatch):
+    whole = compared[3]
+    killed_dir, cfg = make_run(tmp_path)
+    get, calls = GroundTruthDataset.get, []
+
+    def dies_in_iteration_2(self, i, rng):  # batch 2: iteration 1 ends with last.pt, the 3rd sample is the kill
+        calls.append(i)
+        if len(calls) > 2:
+            raise KeyboardInterrupt("killed")
+        return get(self, i, rng)
+
+    monkeypatch.setattr(GroundTruthDataset, "get", dies_in_iteration_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_reference(cfg, WEAK_STAGES)
+    ref = killed_dir / "full_reference"
+    assert (ref / "last.pt").is_file() and not (ref / "DONE").exists() and not (ref / "model.pt").exists()
+    monkeypatch.setattr(GroundTruthDataset, "get", get)
+    run_reference(cfg, WEAK_STAGES)  # same hash: the folder is kept and training continues from last.pt
+    assert (ref / "DONE").is_file()
+    resumed = torch.load(ref / "model.pt", weights_only=True)
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_compare_with_a_foreground_network(tmp_path):
     cfg = make_config(tmp_path)
     cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, foreground_network=True))
     run_dir, cfg = make_run(tmp_path, cfg)
-    path = compare_runs(cfg)
+    path = compare(cfg)
     for m in (read_json(run_dir / "full_reference" / "metrics.json"), read_json(run_dir / "compare" / "weak_metrics.json")):
         assert set(m["per_class_iou"]) == {"background", "foreground"} and 0.0 <= m["fg_jaccard"] <= 1.0
     page = path.read_text()
@@ -125,16 +180,25 @@ def test_network_truth_is_the_label_against_the_rest_for_a_foreground_network(tm
     assert network_truth(record, fg, 3).tolist() == [[0, 1, 1], [0, 255, 1]]  # class 1 (another label) -> 0
 
 
-def test_compare_runs_needs_a_finished_run(tmp_path):
+def test_compare_needs_a_finished_run(tmp_path):
     run_dir, cfg = make_run(tmp_path)
     (run_dir / "scores.json").unlink()
     with pytest.raises(RunError, match=r"scores.json: not found: run `coarse2fine run` first"):
-        compare_runs(cfg)
+        run_reference(cfg, WEAK_STAGES)
     with pytest.raises(RunError, match="run `coarse2fine run` first"):
         write_report(run_dir, tmp_path / "r", full_metrics=None)
+    with pytest.raises(RunError, match=r"compare: no finished comparison .* run `coarse2fine compare` first"):
+        compare_report(run_dir)
     other = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name="other"))
     with pytest.raises(RunError, match=r"other/scores.json: not found"):
-        compare_runs(other)
+        run_reference(other, WEAK_STAGES)
+
+
+def test_report_module_trains_nothing():
+    tree = ast.parse(Path(pipeline.commands.report.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith(("torch", "stages", "pipeline.learn", "pipeline.models"))}
 
 
 def test_report_renders_in_headless_chromium(tmp_path):

@@ -1,21 +1,14 @@
 """Weak-vs-full report: an HTML page with plots and a best/worst gallery for one weak-supervision run.
 
-    path = compare_runs(load_config("configs/demo.yaml"), full_iterations=300)   # runs/demo/compare/report.html
+    path = compare_report(Path("runs/demo"))   # runs/demo/compare/report.html, after `coarse2fine compare`
     path = write_report(Path("runs/demo"), Path("runs/demo/compare"), full_metrics=None)   # weak run only
 
-`compare_runs` needs a finished weak run (`coarse2fine run`, which writes runs/<name>/scores.json). It then
-1. trains a FULLY SUPERVISED network on the same images with their ground-truth masks (`network_truth`: the data
-   set's classes, or foreground = the image's label for a `rounds.foreground_network` run, as the weak network
-   learns them), same `model:` and `train:` sections (`full_iterations` replaces train.iterations), seed
-   run.seed, into runs/<name>/full_reference/ (model.pt, last.pt, log.csv, manifest.json, DONE). A killed training
-   resumes from last.pt; a finished one is reused; a changed config (hash in manifest.json) retrains from scratch;
-2. scores the last round's weak network (pipeline.commands.trained.load_run_model) and the full one on the same
-   images (whole image, one scale, no flip): mIoU, per-class IoU, pixel accuracy and the mean per-image foreground
-   Jaccard of each image's label; writes runs/<name>/full_reference/metrics.json and
-   runs/<name>/compare/weak_metrics.json;
-3. writes runs/<name>/compare/report.html with write_report.
-Both networks saw these images in training (the weak one with pseudo-labels), so the full score is the upper bound
-of the weak pipeline on its own images, not a held-out score. Runs in this process (GPU when present), no Ray.
+This module renders what the stages wrote; it trains and scores nothing. `coarse2fine compare` first runs the steps
+`full_reference` (stages/reference.py: the same network trained on the ground truth of the weak run's photos) and
+`compare` (stages/compare.py: the last round's weak network and the reference scored alike on those photos) through
+the runner (pipeline.orchestration.runner.run_reference), then calls `compare_report`, which renders
+runs/<name>/compare/weak_metrics.json and full_metrics.json (mIoU, per-class IoU, pixel accuracy, mean per-image
+foreground Jaccard) with `write_report`.
 
 `write_report` writes out_dir/report.html (self-contained: inline CSS, no scripts, relative links only) and PNGs
 beside it: stages.png (fg Jaccard and mIoU per stage and round, from scores.json), per_class.png and
@@ -25,31 +18,19 @@ and gallery_best_<i>.png / gallery_worst_<i>.png: image | ground truth | coarse 
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import html
-import json
-import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from pipeline.commands import report_plots as plots
-from pipeline.config import Config
-from pipeline.data.demo import ensure_demo
-from pipeline.learn.engine import resolve_device, train_model
 from pipeline.commands.gallery import caption, write_gallery
-from pipeline.learn.inference import predict_probs
-from pipeline.io import IGNORE, atomic_write_bytes, load_mask, read_image, read_json, write_json
-from pipeline.metrics import confusion_matrix, foreground_jaccard, read_per_image, scores_from_confusion
-from pipeline.models import build_model
 from pipeline.commands.predict_images import colorize
-from pipeline.stage import Record, network_classes, network_outputs, stage_done
-from pipeline.commands.trained import RunError, finished_rounds, load_checkpoint_model, load_run_model, read_run
-from pipeline.data.transforms import TrainTransform
-from pipeline.data.weak import DatasetError, WeakDataset, load_ground_truth, load_weak_dataset
+from pipeline.commands.trained import RunError, read_run
+from pipeline.config import Config
+from pipeline.data.weak import DatasetError, load_ground_truth, load_weak_dataset
+from pipeline.io import atomic_write_bytes, load_mask, read_image, read_json
+from pipeline.metrics import read_per_image
+from pipeline.stage import COMPARE, network_classes, stage_done
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -128,8 +109,8 @@ def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, ga
 
     body.append("<h2>Weak vs full supervision</h2>")
     if full_metrics is None:
-        body.append('<p class="note">No fully supervised reference was given (run <code>compare_runs</code> / '
-                    "the CLI's compare command): the weak-vs-full plots are skipped.</p>")
+        body.append('<p class="note">No fully supervised reference was given (run <code>coarse2fine '
+                    "compare</code>): the weak-vs-full plots are skipped.</p>")
     else:
         weak = weak_metrics or final
         source = "the last round's network" if weak_metrics else f"stage {final['name']}"
@@ -161,104 +142,10 @@ def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, ga
     return path
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Fully supervised reference
-
-def network_truth(record: Record, cfg: Config, num_classes: int) -> np.ndarray | None:
-    """The ground truth in the classes the rounds' network predicts: the data set's class ids, or, for a
-    `rounds.foreground_network` run, 1 where the truth is the image's label and 0 elsewhere (255 stays not scored)."""
-    gt = load_ground_truth(record, cfg.data, num_classes)
-    if gt is None or not cfg.rounds.foreground_network:
-        return gt
-    return np.where(gt == IGNORE, IGNORE, gt == record.label).astype(np.uint8)
-
-
-class GroundTruthDataset(torch.utils.data.Dataset):
-    """(image, ground-truth mask) training pairs (`network_truth`), augmented by `transform(image, mask, rng)`
-    (engine protocol)."""
-
-    def __init__(self, records: list[Record], cfg: Config, num_classes: int, transform: TrainTransform):
-        self.records, self.cfg, self.num_classes, self.transform = records, cfg, num_classes, transform
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def get(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        record = self.records[i]
-        return self.transform(read_image(record.image, self.cfg.data.max_pixels),
-                              network_truth(record, self.cfg, self.num_classes), rng)
-
-
-def _scores(model: torch.nn.Module, records: list[Record], cfg: Config, classes: tuple[str, ...],
-            num_classes: int, device) -> dict:
-    """mIoU, per-class IoU, pixel accuracy (one confusion matrix) and the mean per-image foreground Jaccard of each
-    image's label (the pipeline's measure; class 1 for a foreground network) of `model` on `records`, whole
-    images at one scale, no flip. `classes` are the network's, `num_classes` the data set's."""
-    model = model.to(device)
-    cm = np.zeros((len(classes), len(classes)), np.int64)
-    jaccards = []
-    for r in records:
-        gt = network_truth(r, cfg, num_classes)
-        pred = np.argmax(predict_probs(model, read_image(r.image, cfg.data.max_pixels), device=device), axis=0)
-        cm += confusion_matrix(pred, gt, len(classes))
-        label = 1 if cfg.rounds.foreground_network else r.label
-        jaccards.append(foreground_jaccard(pred == label, gt == label, gt != IGNORE))
-    return {**scores_from_confusion(cm, classes), "fg_jaccard": float(np.mean(jaccards)), "images": len(records)}
-
-
-def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record], out_dir: Path,
-                         device: torch.device) -> Path:
-    """Train (or reuse / resume) the fully supervised network in out_dir; returns out_dir/model.pt."""
-    key = {**cfg.keys_feeding("train"), "data": dataclasses.asdict(cfg.data), "stems": [r.stem for r in records],
-           "foreground_network": cfg.rounds.foreground_network}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
-    manifest = out_dir / "manifest.json"
-    if out_dir.exists() and (not manifest.is_file() or read_json(manifest).get("hash") != digest):
-        shutil.rmtree(out_dir)  # made with other settings: its last.pt must not be resumed
-    if stage_done(out_dir, digest) and (out_dir / "model.pt").is_file():
-        return out_dir / "model.pt"
-    write_json(manifest, {"hash": digest, "config": key, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model, network_outputs(cfg, len(dataset.classes)))
-    t = cfg.train
-    transform = TrainTransform(t.crop, t.scale_range, t.flip, t.jitter, model.mean, model.std)
-    train_set = GroundTruthDataset(records, cfg, len(dataset.classes), transform)
-    weights = train_model(model, train_set, t, out_dir, seed=cfg.run.seed, resume=True, device=str(device))
-    atomic_write_bytes(out_dir / "DONE", f"{digest}\n".encode())
-    return weights
-
-
-def compare_runs(weak_cfg: Config, *, full_iterations: int | None = None) -> Path:
-    """Full-supervision reference for the weak run of `weak_cfg`, both networks scored, report written."""
-    cfg = weak_cfg
-    if full_iterations is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=int(full_iterations)))
-    run_dir = Path(cfg.run.root) / cfg.run.name
-    if not (run_dir / "scores.json").is_file():
-        raise RunError(f"{run_dir / 'scores.json'}: not found: run `coarse2fine run` first")
-    weak_model, classes, _ = load_run_model(run_dir)  # classes: the network's (background / foreground, or all)
-    run_classes = read_run(run_dir)[1]  # the data set's, as the run saw them
-    if cfg.data.kind == "demo":
-        ensure_demo(cfg.data)
-    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite")  # the run's decode cache
-    if tuple(dataset.classes) != run_classes:
-        raise RunError(f"{run_dir / 'run.json'}: classes {list(run_classes)} differ from the data set's "
-                       f"{list(dataset.classes)} ({cfg.data.root})")
-    records = [r for r in dataset.records if r.gt is not None]
-    if not records:
-        raise DatasetError(f"{Path(cfg.data.root) / cfg.data.masks}: no ground-truth masks (data.masks="
-                           f"{cfg.data.masks!r}): full supervision needs them")
-    device = resolve_device("auto")
-    ref_dir = run_dir / "full_reference"
-    weights = train_full_reference(cfg, dataset, records, ref_dir, device)
-    full_model = load_checkpoint_model(weights, cfg.model, classes)
-    num_classes = len(dataset.classes)
-    full = {**_scores(full_model, records, cfg, classes, num_classes, device), "iterations": cfg.train.iterations,
-            "weights": str(weights)}
-    weak = {**_scores(weak_model, records, cfg, classes, num_classes, device),
-            "weights": str(run_dir / f"round{finished_rounds(run_dir)[-1]}" / "train" / "model.pt")}
-    write_json(ref_dir / "metrics.json", full)
-    out_dir = run_dir / "compare"
-    write_json(out_dir / "weak_metrics.json", weak)
-    write_json(out_dir / "full_metrics.json", full)
-    return write_report(run_dir, out_dir, full_metrics=full, weak_metrics=weak)
+def compare_report(run_dir: Path, gallery: int = 4) -> Path:
+    """Render run_dir/compare/report.html from the weak and full scores the compare step wrote."""
+    out_dir = Path(run_dir) / COMPARE
+    if not stage_done(out_dir):
+        raise RunError(f"{out_dir}: no finished comparison (no DONE marker): run `coarse2fine compare` first")
+    return write_report(run_dir, out_dir, full_metrics=read_json(out_dir / "full_metrics.json"),
+                        weak_metrics=read_json(out_dir / "weak_metrics.json"), gallery=gallery)

@@ -108,12 +108,18 @@ def plot_relative(classes: Sequence[str], weak: dict, full: dict, path: Path) ->
 
 
 def plot_panels(panels: Sequence[tuple[str, np.ndarray | None]], caption: str, path: Path) -> None:
-    """One row of titled RGB panels (None = a grey 'not available' panel) with a caption above."""
-    fig = Figure(figsize=(2.4 * len(panels), 2.8))
+    """One row of titled RGB panels (None = a grey 'not available' panel of the images' shape) with a caption above.
+
+    Constrained layout places the caption above the panel titles whatever the images' aspect (a fixed layout drew
+    it over the titles of portrait photos); the figure's height follows the first image's aspect."""
+    shapes = [rgb.shape[:2] for _, rgb in panels if rgb is not None]
+    aspect = shapes[0][0] / shapes[0][1] if shapes else 1.0  # height / width
+    fig = Figure(figsize=(2.4 * len(panels), 2.4 * min(max(aspect, 0.25), 4.0) + 0.7), layout="constrained")
     for i, (title, rgb) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         if rgb is None:
             ax.set_facecolor("0.85")
+            ax.set_box_aspect(aspect)
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
         else:
             ax.imshow(rgb, interpolation="nearest")

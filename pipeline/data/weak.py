@@ -3,7 +3,7 @@
     <root>/images/...        any PIL-readable images (sub-folders allowed)
     <root>/labels.csv        header `image,label`; `image` is a path relative to images/, `label` a class name
     <root>/classes.txt       one class name per line, `background` first (optional: else background + sorted labels)
-    <root>/masks/<stem>.png  optional ground truth, used only by `evaluate`
+    <root>/masks/<stem>.png  optional ground truth: scoring, and training the full reference (stages/reference.py)
 
 Labels can instead come from the file name (`data.label_pattern`, a regex whose group 1 is the class name, e.g.
 COCO-MVal's `baseball bat03_000000123456.jpg`), or be dropped entirely (`data.class_agnostic`: one foreground class).
@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
-from pipeline.config import DataConfig
+from pipeline.config import Config, DataConfig
 from pipeline.data.image_check import ImageChecker
 from pipeline.data.record_table import RecordTable, RecordWriter
 from pipeline.data.weak_rows import (DatasetError, label_from_name, leaves_folder, list_images, read_classes,
@@ -165,6 +165,31 @@ def load_ground_truth(record: Record, cfg: DataConfig, num_classes: int | None =
         mask = raw.copy()
     mask[ignore] = IGNORE
     return mask
+
+
+def network_truth(record: Record, cfg: Config, num_classes: int) -> np.ndarray | None:
+    """The ground truth in the classes the rounds' network predicts: the data set's class ids, or, for a
+    `rounds.foreground_network` run, 1 where the truth is the image's label and 0 elsewhere (255 stays not scored)."""
+    gt = load_ground_truth(record, cfg.data, num_classes)
+    if gt is None or not cfg.rounds.foreground_network:
+        return gt
+    return np.where(gt == IGNORE, IGNORE, gt == record.label).astype(np.uint8)
+
+
+class GroundTruthDataset(torch.utils.data.Dataset):
+    """(image, ground-truth mask) training pairs of records that have one (`network_truth`), augmented by
+    `transform(image, mask, rng)` (the engine's data set protocol): what the full reference learns."""
+
+    def __init__(self, records: Sequence[Record], cfg: Config, num_classes: int, transform):
+        self.records, self.cfg, self.num_classes, self.transform = list(records), cfg, num_classes, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, i: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        record = self.records[i]
+        return self.transform(read_image(record.image, self.cfg.data.max_pixels),
+                              network_truth(record, self.cfg, self.num_classes), rng)
 
 
 class PseudoLabelDataset(torch.utils.data.Dataset):

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.metrics import confusion_matrix, scores_from_confusion
+from pipeline.io import IGNORE
+from pipeline.metrics import confusion_matrix, foreground_jaccard, scores_from_confusion
 from pipeline.data.transforms import normalize
 
 
@@ -95,17 +96,25 @@ def predict_probs(model: nn.Module, image: np.ndarray, *, scales: Sequence[float
 def evaluate(model: nn.Module, pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int,
              class_names: Sequence[str] | None = None, *, scales: Sequence[float] = (1.0,), flip: bool = False,
              window: int = 0, stride: int = 0, device: str | torch.device = "cpu",
-             input_scale: float = 1.0) -> dict:
+             input_scale: float = 1.0, labels: Sequence[int] | None = None) -> dict:
     """mIoU, per-class IoU and pixel accuracy of arg-max predictions over (image uint8, mask uint8) pairs.
 
     Mask values outside [0, num_classes) (255, or a data set's ignore id mapped to 255) are not scored.
     `input_scale` multiplies every scale (e.g. 0.5 = evaluate at half resolution, scored at full resolution).
+    `labels` (one class id per pair, in order) adds "fg_jaccard": the mean over images of the foreground Jaccard of
+    each image's label class (the weak pipeline's measure), and "images".
     """
     cm = np.zeros((num_classes, num_classes), np.int64)
-    for image, mask in pairs:
+    jaccards = []
+    for i, (image, mask) in enumerate(pairs):
         probs = predict_probs(model, image, scales=[s * input_scale for s in scales], flip=flip,
                               window=window, stride=stride, device=device)
-        cm += confusion_matrix(np.argmax(probs, axis=0), mask, num_classes)
+        pred = np.argmax(probs, axis=0)
+        cm += confusion_matrix(pred, mask, num_classes)
+        if labels is not None:
+            jaccards.append(foreground_jaccard(pred == labels[i], mask == labels[i], mask != IGNORE))
     scores = scores_from_confusion(cm, list(class_names) if class_names is not None else None)
+    if labels is not None:
+        scores.update(fg_jaccard=float(np.mean(jaccards)) if jaccards else float("nan"), images=len(jaccards))
     scores["confusion"] = cm.tolist()
     return scores

@@ -15,6 +15,8 @@ Run directory `<run.root>/<run.name>/`:
     round<k>/predict/  round<k>/crf/
     scores.json                   one row per scored stage (the table printed at the end); each stage folder's
                                   scores.json and per_image.csv hold its own scores (stages/evaluate.py)
+    full_reference/  compare/     only after `coarse2fine compare` (`run_reference`): the network trained on the
+                                  ground truth, and the weak and full scores (stages/reference.py, stages/compare.py)
 
 Each stage's `manifest.json` records a hash chained from its inputs: the hash of the upstream stage plus every
 config value the stage depends on, read from the config fields' metadata (`Config.keys_feeding`). A stage is skipped
@@ -38,35 +40,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from pipeline.commands.trained import RunError, finished_rounds, read_run
 from pipeline.config import Config, ConfigError
 from pipeline.data.demo import ensure_demo
 from pipeline.data.weak import load_weak_dataset
 from pipeline.io import atomic_write_bytes, load_mask, read_json, write_json
 from pipeline.metrics import PER_IMAGE_FILE
 from pipeline.orchestration.parallel import ray_session
-from pipeline.stage import StageContext, stage_done, training_labels
+from pipeline.stage import COMPARE, FULL_REFERENCE, StageContext, stage_done, training_labels
 
 StageFn = Callable[[StageContext, "Path | None", Path], dict]
 
 
 @dataclass(frozen=True)
 class StageFunctions:
-    """What a weak run calls: each stage's `run(ctx, src, dst) -> summary`, and `evaluate(ctx, src, dst) -> scores`."""
+    """What a weak run calls: each stage's `run(ctx, src, dst) -> summary`, and `evaluate(ctx, src, dst) -> scores`;
+    `reference` and `compare` are the steps `run_reference` adds (None: that caller cannot compare)."""
 
     coarse: StageFn
     crf: StageFn
     train: StageFn
     predict: StageFn
     evaluate: StageFn
+    reference: StageFn | None = None
+    compare: StageFn | None = None
 
 
 @dataclass(frozen=True)
 class Step:
     name: str  # folder below the run directory, also the stage's name in tables: "crf", "round2/predict"
-    kind: str  # coarse, crf, train or predict: the StageFunctions field that computes it
+    kind: str  # coarse, crf, train, predict, reference or compare: the StageFunctions field that computes it
     src: str | None  # folder of the input stage
     round: int  # 0 before the rounds
     scored: bool  # produces per-image soft maps to score
+    reads: tuple[str, ...] = ()  # folders of other stages it reads besides src (their hashes are chained in too)
 
 
 def plan(cfg: Config) -> list[Step]:
@@ -91,12 +98,15 @@ def stage_keys(cfg: Config, step: Step) -> dict:
     return step_config(cfg, step).keys_feeding(step.kind, step.round)
 
 
-def step_hashes(cfg: Config, steps: list[Step]) -> dict[str, str]:
-    """Hash of every step: its name, its config keys and its input's hash."""
-    hashes: dict[str, str] = {}
+def step_hashes(cfg: Config, steps: list[Step], done: dict[str, str] | None = None) -> dict[str, str]:
+    """Hash of every step: its name, its config keys and its inputs' hashes (`done`: those of finished steps that
+    are not in `steps`)."""
+    hashes: dict[str, str] = dict(done or {})
     for s in steps:
-        blob = json.dumps({"step": s.name, "keys": stage_keys(cfg, s), "input": hashes.get(s.src or "")},
-                          sort_keys=True, default=list)
+        key = {"step": s.name, "keys": stage_keys(cfg, s), "input": hashes.get(s.src or "")}
+        if s.reads:  # only then: the hashes of the weak run's steps stay what they were
+            key["reads"] = [hashes.get(r) for r in s.reads]
+        blob = json.dumps(key, sort_keys=True, default=list)
         hashes[s.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return hashes
 
@@ -253,3 +263,40 @@ def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None 
     write_json(run_dir / "scores.json", result)
     print(format_table(rows))
     return result
+
+
+def reference_steps(weak_round: int) -> list[Step]:
+    """The steps `coarse2fine compare` adds to a weak run whose last finished round is `weak_round`."""
+    return [Step(FULL_REFERENCE, "reference", None, 0, False),
+            Step(COMPARE, "compare", f"round{weak_round}/train", weak_round, False, reads=(FULL_REFERENCE,))]
+
+
+def run_reference(cfg: Config, stages: StageFunctions) -> dict:
+    """Train (or reuse) the fully supervised reference of `cfg`'s finished weak run, then score it and the last
+    round's network on the same photos (`reference_steps`), each step with the hash / DONE handling of `run_step`.
+    The weak run is not rerun: its last finished round is taken as it is on disk, and the compare step's hash chains
+    that round's DONE marker. Returns the compare step's summary."""
+    if stages.reference is None or stages.compare is None:
+        raise ValueError("run_reference: StageFunctions.reference and .compare are needed")
+    run_dir = Path(cfg.run.root) / cfg.run.name
+    if not (run_dir / "scores.json").is_file():
+        raise RunError(f"{run_dir / 'scores.json'}: not found: run `coarse2fine run` first")
+    run_classes, rounds = read_run(run_dir)[1], finished_rounds(run_dir)
+    if not rounds:
+        raise RunError(f"{run_dir}: no finished training round (no round<k>/train/DONE; rounds.count="
+                       f"{cfg.rounds.count}): run `coarse2fine run` with rounds.count >= 1 first")
+    if cfg.data.kind == "demo":
+        ensure_demo(cfg.data)
+    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite")  # the run's decode cache
+    if tuple(dataset.classes) != run_classes:
+        raise RunError(f"{run_dir / 'run.json'}: classes {list(run_classes)} differ from the data set's "
+                       f"{list(dataset.classes)} ({cfg.data.root})")
+    steps = reference_steps(rounds[-1])
+    weak = steps[-1].src
+    hashes = step_hashes(cfg, steps, {weak: (run_dir / weak / "DONE").read_text().strip()})
+    ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
+    summary: dict = {}
+    for step in steps:
+        summary, cached = run_step(step, getattr(stages, step.kind), ctx, hashes[step.name])
+        print(f"[{step.name}] {'done earlier' if cached else 'done'}", file=sys.stderr)
+    return summary
