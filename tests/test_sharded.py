@@ -18,12 +18,7 @@ from pipeline.orchestration.sharded import FILE_CPUS, ActorPlan, inference_actor
 from pipeline.stage import StageContext
 from stages import coarse as coarse_stage
 from stages import predict, train
-from test_ddt_streaming import tiny_images
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    """Every file below `folder` (soft maps, pseudo-labels, cached group statistics / classifier), by relative path."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from test_ddt_streaming import files, tiny_images
 
 
 def with_ray(cfg, enabled: bool, **ray):
