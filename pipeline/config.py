@@ -84,9 +84,11 @@ class ModelConfig:
 @dataclass(frozen=True)
 class CoarseConfig:
     # saliency: weight-free superpixel saliency; ddt: co-localisation; cam: class activation maps; isnet: salient-object
-    # network (trained with pixel masks on other data: the second track); fusion: several of them
-    method: str = field(default="saliency", metadata=_choices("saliency", "ddt", "cam", "isnet", "fusion"))
-    # methods whose maps `fusion` combines: their geometric mean; with isnet among them, the others steer isnet's map
+    # network (trained with pixel masks on other data: the second track); fusion: geometric mean of several;
+    # steered: isnet's salient objects picked by the label's class evidence (the second track)
+    method: str = field(default="saliency",
+                        metadata=_choices("saliency", "ddt", "cam", "isnet", "fusion", "steered"))
+    # fusion: the methods (saliency, ddt, cam) whose maps it averages (geometric mean)
     fusion: tuple[str, ...] = ("ddt", "saliency")
     image_side: int = field(default=448, metadata=_range(64, 4096))  # CNN input long side for ddt/cam
     # ddt: statistics per label group or per image
@@ -100,8 +102,9 @@ class CoarseConfig:
     isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
     isnet_flip: bool = True  # isnet: average the maps of the image and of its mirror image (twice the cost)
     single_object: bool = False  # isnet: keep only the largest salient object (data with one object per photo)
-    # fusion [isnet, cam] with cam_imagenet_classes: also classify each salient object's crop (coarse/objects.py)
-    classify_objects: bool = False
+    # steered: the class evidence (cam, ddt, saliency; objects = each salient object's crop classified, needs cam and
+    # cam_imagenet_classes) that picks among the salient objects of isnet, the only salient-object network shipped
+    evidence: tuple[str, ...] = ("cam",)
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,40 @@ def _file_digest(path: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Loading (the generic reading and checking is in pipeline/config_io.py)
 
+FUSED = ("saliency", "ddt", "cam")  # what coarse.fusion averages
+EVIDENCE = ("cam", "ddt", "saliency", "objects")  # what coarse.evidence may name
+
+
+def _check_old_coarse_keys(raw: dict) -> None:
+    """One-line errors for the coarse keys of configs written before `coarse.method: steered`."""
+    coarse = raw.get("coarse")
+    if not isinstance(coarse, dict):
+        return
+    if "classify_objects" in coarse:
+        raise ConfigError("config key 'coarse.classify_objects' is gone: use coarse.method: steered with "
+                          "coarse.evidence: [cam, objects]")
+    fused = coarse.get("fusion")
+    if isinstance(fused, (list, tuple)) and "isnet" in fused:
+        others = ", ".join(str(name) for name in fused if name != "isnet")
+        raise ConfigError(f"config key 'coarse.fusion': isnet steered by the others is now a method of its own: use "
+                          f"coarse.method: steered with coarse.evidence: [{others}]")
+
+
+def _check_coarse_methods(cfg: CoarseConfig) -> None:
+    """The lists `coarse.fusion` / `coarse.evidence` of the method that uses them."""
+    if cfg.method == "fusion" and (not cfg.fusion or not set(cfg.fusion) <= set(FUSED)):
+        raise ConfigError(f"config key 'coarse.fusion': {list(cfg.fusion)} must be a non-empty list of "
+                          f"{', '.join(FUSED)}")
+    if cfg.method != "steered":
+        return
+    if not set(cfg.evidence) <= set(EVIDENCE) or not set(cfg.evidence) - {"objects"}:
+        raise ConfigError(f"config key 'coarse.evidence': {list(cfg.evidence)} must list some of "
+                          f"{', '.join(EVIDENCE)}, at least one besides objects")
+    if "objects" in cfg.evidence and not ("cam" in cfg.evidence and cfg.cam_imagenet_classes):
+        raise ConfigError("config key 'coarse.evidence': objects classifies ISNet's objects as the label's ImageNet "
+                          "classes, so it needs cam in coarse.evidence and coarse.cam_imagenet_classes set")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read YAML (with one optional `base:`), apply `a.b=c` overrides, validate and build a frozen Config."""
     raw: dict = {}
@@ -263,6 +300,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = read_with_base(Path(path))
     for item in overrides:
         apply_override(raw, item)
+    _check_old_coarse_keys(raw)
     cfg = build(Config, raw, where="")
     if cfg.data.gt_foreground_value in cfg.data.gt_ignore_values:
         raise ConfigError(f"config key 'data.gt_foreground_value': {cfg.data.gt_foreground_value} is also in "
@@ -270,9 +308,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if cfg.coarse.cam_imagenet_classes and cfg.coarse.cam_epochs:
         raise ConfigError("config key 'coarse.cam_imagenet_classes': names ImageNet classes for the ImageNet "
                           f"classifier, so it needs coarse.cam_epochs: 0 (got {cfg.coarse.cam_epochs})")
-    steers_by_cam = cfg.coarse.method == "fusion" and {"isnet", "cam"} <= set(cfg.coarse.fusion)
-    if cfg.coarse.classify_objects and not (steers_by_cam and cfg.coarse.cam_imagenet_classes):
-        raise ConfigError("config key 'coarse.classify_objects': classifies ISNet's objects as the label's ImageNet "
-                          "classes, so it needs coarse.method: fusion with isnet and cam in coarse.fusion and "
-                          "coarse.cam_imagenet_classes set")
+    _check_coarse_methods(cfg.coarse)
     return cfg
+

@@ -4,22 +4,27 @@
 
 For every record this writes `dst/<stem>.npz` = save_probs([1 - p, p], class_ids=[0, record.label]), p being the
 foreground probability at the image's full resolution, and then `dst/<stem>.png` = soft_to_mask(...) with
-`coarse.fg_threshold` / `coarse.bg_threshold` (between the two: 255, ignored by training). `coarse.method`:
+`coarse.fg_threshold` / `coarse.bg_threshold` (between the two: 255, ignored by training).
 
-- `saliency`: per-image, one Ray task per image (`pipeline.orchestration.parallel.stream_tasks`), tasks get paths +
-  config only.
-- `ddt`, `cam`, `isnet`: CNN methods. What needs a whole group comes first: DDT's statistics, one device task per
-  label group (`map_on_devices`); CAM's classifier fine-tuned on all labels, one device task (`run_on_device`).
-  Then every pending image goes through one sharded pass (`pipeline.orchestration.sharded`): CPU tasks decode and
-  resize (`read_inputs`), actors on every GPU of the cluster (or on CPUs) run the network one image per forward
-  pass (`MapNetwork`: DDT's projection, the CAM, ISNet's saliency), CPU tasks upsample the map and write the files
-  (`write_maps`). Without Ray the same steps run in this process and write the same bytes.
-- `fusion`: every method in `coarse.fusion` writes its maps into `dst/_parts/<method>/` (same file contract, so each
-  part resumes on its own), then per-image tasks write the geometric mean of the parts' probabilities. With `isnet`
-  among them (`[isnet, cam]`), the other parts are class evidence that picks the label's objects among ISNet's
-  salient ones (`pipeline.coarse.fusion.steer_salient`); with `coarse.classify_objects`, a last sharded pass
-  classifies each of ISNet's objects from its crop into `dst/_parts/objects/` (`pipeline.coarse.objects`), which
-  the steering adds to each object's evidence.
+`coarse.method` picks the method in METHODS, one line per method: each is a module of pipeline/coarse/ whose
+`method(setting)` describes it in the one shape of pipeline/coarse/method.py, so a new method is one module and one
+line here.
+- `saliency`: weight-free superpixel saliency, one CPU task per image.
+- `ddt`, `cam`, `isnet`: a network per image, after what needs a whole group: DDT's statistics (one device task per
+  label group), CAM's classifier fine-tuned on all labels (one task on a whole device); ISNet needs none.
+- `fusion`: the geometric mean of the maps of the methods in `coarse.fusion`.
+- `steered`: ISNet's salient objects, those the label's class evidence (`coarse.evidence`) points at; `objects` in
+  the evidence is a network pass of its own (each salient object's crop classified, pipeline/coarse/objects.py).
+
+How a method runs (`_run_method`), for the records still pending in its folder:
+1. its parts, each a method of its own writing into `dst/_parts/<name>/` (same file contract, so each part resumes
+   on its own);
+2. its group work (`map_on_devices`, or `run_on_device` for work that holds a whole device);
+3. per image, either a network pass sharded over the cluster's devices (`pipeline.orchestration.sharded`): CPU tasks
+   decode the image, read its parts and `prepare` the inputs (`read_inputs`), actors on every GPU (or on CPUs) run
+   the network one image per forward pass (`MapNetwork`), CPU tasks `finish` the score into the probability and
+   write the files (`write_maps`); or one CPU task per image (`stream_tasks`, `image_task`).
+Without Ray the same steps run in this process and write the same bytes.
 
 Resuming: an image whose `dst/<stem>.png` exists is skipped (`pipeline.stage.pending`). Group methods keep their
 per-group results (DDT mean / principal component per label, CAM classifier weights) as small files under
@@ -37,27 +42,25 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from pipeline.coarse import cam, ddt, fusion, objects, saliency, salient, steered
+from pipeline.coarse.method import Method, MethodSetting, NetworkPass, Parts
 from pipeline.config import CoarseConfig, Config
 from pipeline.io import IGNORE, load_probs, read_image, save_mask, save_probs
 from pipeline.labels import soft_to_mask
 from pipeline.orchestration.parallel import run_on_device, stream_tasks
-from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, map_on_devices,
-                                            replace_columns, run_inference)
-from pipeline.stage import Pending, Record, StageContext, pending
+from pipeline.orchestration.sharded import Batch, InferencePass, batch_records, map_on_devices, run_inference
+from pipeline.stage import StageContext, pending
 
-
-@dataclass(frozen=True)
-class CoarseJob:
-    """Everything a per-image task needs: small and picklable, no arrays."""
-
-    stem: str
-    image: str  # path of the RGB image
-    label: int  # the image's class id (>= 1)
-    dst: str  # folder receiving <stem>.npz then <stem>.png
-    coarse: CoarseConfig
-    max_pixels: int  # data.max_pixels: refuse larger images
-    seed: int  # run.seed
-    parts: tuple[str, ...] = ()  # fusion: folders holding each part's <stem>.npz
+METHODS: dict[str, Callable[[MethodSetting], Method]] = {  # coarse.method (or a part's name) -> the method
+    "saliency": saliency.method,
+    "ddt": ddt.method,
+    "cam": cam.method,
+    "isnet": salient.method,
+    "fusion": fusion.method,
+    "steered": steered.method,
+    "objects": objects.method,  # only as evidence of `steered`: it classifies the objects of the isnet part
+}
+INPUT = "input_"  # prefix of the batch columns holding a network's inputs (one column per keyword)
 
 
 def write_coarse(dst: Path, stem: str, label: int, prob: np.ndarray, cfg: CoarseConfig) -> np.ndarray:
@@ -78,58 +81,69 @@ def _mask_stats(stem: str, mask: np.ndarray) -> dict:
     return {"stem": stem, "fg": float(((mask != 0) & (mask != IGNORE)).mean()), "ignore": float((mask == IGNORE).mean())}
 
 
-def saliency_one(job: CoarseJob) -> dict:
-    """Per-image task: saliency map of one image into `job.dst`."""
-    from pipeline.coarse.saliency import saliency_foreground
-
-    image = read_image(job.image, job.max_pixels)
-    prob = saliency_foreground(image, seed=job.seed)
-    mask = write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse)
-    return _mask_stats(job.stem, mask)
-
-
-def fuse_one(job: CoarseJob) -> dict:
-    """Per-image task: the parts' foreground probabilities fused into `job.dst`: their geometric mean, or, with
-    `isnet` among them, ISNet's salient objects steered by the other parts' class evidence."""
-    from pipeline.coarse.fusion import geometric_mean, steer_salient
-
-    maps = []
-    for part in job.parts:
-        path = Path(part) / f"{job.stem}.npz"
+def read_parts(parts_dir: str, names: tuple[str, ...], stem: str, image: str) -> Parts:
+    """One image's part maps by name: the foreground probability of `parts_dir/<name>/<stem>.npz`."""
+    maps = {}
+    for name in names:
+        path = Path(parts_dir) / name / f"{stem}.npz"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: fusion part missing for image {job.image}")
-        maps.append(load_probs(path)[0][1])
-    by_name = dict(zip((Path(part).name for part in job.parts), maps))
-    salient, object_evidence = by_name.pop("isnet", None), by_name.pop("objects", None)
-    if salient is not None and by_name:
-        prob = steer_salient(salient, list(by_name.values()), object_evidence=object_evidence)
-    else:
-        prob = geometric_mean(maps)
-    mask = write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse)
-    return _mask_stats(job.stem, mask)
+            raise FileNotFoundError(f"{path}: coarse part {name!r} missing for image {image}")
+        maps[name] = load_probs(path)[0][1]
+    return maps
 
 
-def read_inputs(batch: Batch, prepare: Callable[[np.ndarray], np.ndarray], max_pixels: int) -> Batch:
-    """CPU step of the CNN methods: decode each row's image and `prepare` the network's input from it."""
-    images = [read_image(path, max_pixels) for path in batch["path"]]
-    return {**batch, "input": [prepare(image) for image in images],
-            "height": np.array([im.shape[0] for im in images]), "width": np.array([im.shape[1] for im in images])}
+@dataclass(frozen=True)
+class ImageJob:
+    """Everything a per-image CPU task needs: small and picklable, no arrays."""
+
+    stem: str
+    image: str  # path of the RGB image
+    label: int  # the image's class id (>= 1)
+    dst: str  # folder receiving <stem>.npz then <stem>.png
+    coarse: CoarseConfig
+    max_pixels: int  # data.max_pixels: refuse larger images
+    per_image: Callable[[np.ndarray | None, Parts], np.ndarray]  # the method's per-image function
+    reads_image: bool  # decode the image for `per_image`
+    parts_dir: str  # folder holding each part's folder
+    parts: tuple[str, ...]  # the parts `per_image` reads
+
+
+def image_task(job: ImageJob) -> dict:
+    """Per-image CPU task: the method's probability of one image into `job.dst`."""
+    image = read_image(job.image, job.max_pixels) if job.reads_image else None
+    prob = job.per_image(image, read_parts(job.parts_dir, job.parts, job.stem, job.image))
+    return _mask_stats(job.stem, write_coarse(Path(job.dst), job.stem, job.label, prob, job.coarse))
+
+
+def read_inputs(batch: Batch, prepare: Callable[[np.ndarray, Parts], dict], parts_dir: str, parts: tuple[str, ...],
+                max_pixels: int) -> Batch:
+    """CPU step of a network pass: decode each row's image, read its parts and `prepare` the network's inputs."""
+    inputs, heights, widths = [], [], []
+    for path, stem in zip(batch["path"], batch["stem"]):
+        image = read_image(path, max_pixels)
+        inputs.append(prepare(image, read_parts(parts_dir, parts, stem, path)))
+        heights.append(image.shape[0])
+        widths.append(image.shape[1])
+    columns = {INPUT + key: [row[key] for row in inputs] for key in (inputs[0] if inputs else ())}
+    return {**batch, **columns, "height": np.array(heights), "width": np.array(widths)}
 
 
 class MapNetwork:
-    """Device step of the CNN methods: `network()` (built once per actor) maps each input to a score map."""
+    """Device step of a network pass: `network()` (built once per actor) maps each row's inputs to a score map."""
 
-    def __init__(self, network: Callable[[], Callable[[np.ndarray, Record], np.ndarray]]):
+    def __init__(self, network: Callable[[], Callable[..., np.ndarray]]):
         self.network = network()
 
     def __call__(self, batch: Batch) -> Batch:
-        scores = [self.network(x, r) for x, r in zip(batch["input"], batch_records(batch))]
-        return replace_columns(batch, "input", score=scores)
+        keys = [key for key in batch if key.startswith(INPUT)]
+        scores = [self.network(record=record, **{key.removeprefix(INPUT): batch[key][i] for key in keys})
+                  for i, record in enumerate(batch_records(batch))]
+        return {**{k: v for k, v in batch.items() if k not in keys}, "score": scores}
 
 
 def write_maps(batch: Batch, finish: Callable[[np.ndarray, tuple[int, int]], np.ndarray], dst: str,
                cfg: CoarseConfig) -> Batch:
-    """CPU step of the CNN methods: `finish` each score map into the image's probability, then `write_coarse`."""
+    """CPU step of a network pass: `finish` each score map into the image's probability, then `write_coarse`."""
     stats = []
     for record, score, h, w in zip(batch_records(batch), batch["score"], batch["height"], batch["width"]):
         mask = write_coarse(Path(dst), record.stem, record.label, finish(np.asarray(score), (int(h), int(w))), cfg)
@@ -138,76 +152,13 @@ def write_maps(batch: Batch, finish: Callable[[np.ndarray, tuple[int, int]], np.
             "ignore": np.array([s["ignore"] for s in stats])}
 
 
-def read_object_inputs(batch: Batch, salient_dir: str, max_pixels: int) -> Batch:
-    """CPU step of `coarse.classify_objects`: each row's salient objects (from its ISNet part) and their crops."""
-    from pipeline.coarse.objects import object_input
-
-    columns = [object_input(read_image(path, max_pixels), load_probs(Path(salient_dir) / f"{stem}.npz")[0][1])
-               for path, stem in zip(batch["path"], batch["stem"])]
-    shapes = [c["objects"].shape for c in columns]
-    return {**batch, **{key: [c[key] for c in columns] for key in ("input", "objects", "ids")},
-            "height": np.array([h for h, _ in shapes]), "width": np.array([w for _, w in shapes])}
-
-
-def full_size(evidence: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`write_maps`'s finish for maps made at the image's size (the object evidence)."""
-    if evidence.shape != tuple(size):
-        raise ValueError(f"object evidence {evidence.shape} is not at the image's size {size}")
-    return evidence
-
-
-def _objects_pass(cfg: Config, dst: Path, salient_dir: Path,
-                  label_classes: dict[int, tuple[int, ...]]) -> InferencePass:
-    """The sharded pass of `coarse.classify_objects`: crops of ISNet's objects (CPU), the ImageNet classifier on
-    them (device), each object's probability of the label's classes painted over it (CPU, written as a part)."""
-    from pipeline.coarse.objects import ObjectClassifier
-
-    return InferencePass(load=partial(read_object_inputs, salient_dir=str(salient_dir), max_pixels=cfg.data.max_pixels),
-                         model=partial(ObjectClassifier, label_classes),
-                         write=partial(write_maps, finish=full_size, dst=str(dst), cfg=cfg.coarse))
-
-
-def _network_pass(method: str, ctx: StageContext, dst: Path, todo: Pending,
-                  label_classes: dict[int, tuple[int, ...]] | None) -> InferencePass:
-    """The sharded pass of `ddt` / `cam` / `isnet` over `todo`, after the group work it needs: DDT's statistics per
-    label group (one device task per group needing them), CAM's classifier (one device task). `label_classes`: the
-    ImageNet classes of each label for cam (`coarse.cam_imagenet_classes`, read once by `run`), None without."""
-    from pipeline.coarse.features import backbone_input
-
-    cfg = ctx.cfg
-    if method == "ddt":
-        from pipeline.coarse import ddt
-
-        prepare, finish = partial(backbone_input, side=cfg.coarse.image_side), ddt.projection_probability
-        keys = None
-        if cfg.coarse.ddt_groups == "label":
-            groups = dict(ddt.ddt_groups(ctx.records, "label"))  # each a view of the table: no record held
-            waiting = {f"label_{r.label}" for r in todo}
-            map_on_devices(partial(ddt.group_statistics, dst=str(dst), cfg=cfg.coarse, max_pixels=cfg.data.max_pixels),
-                           [g for name, g in sorted(groups.items()) if name in waiting], cfg.ray,
-                           desc="coarse ddt statistics")
-            keys = {name: ddt.stems_key(g) for name, g in groups.items() if name in waiting}
-        network = partial(ddt.Projector, str(dst), keys)
-    elif method == "cam":
-        from pipeline.coarse import cam
-
-        prepare, finish = partial(backbone_input, side=cfg.coarse.image_side), cam.cam_probability
-        run_on_device(cam.fit_classifier, ctx.records, len(ctx.classes), dst, cfg.coarse,
-                      cfg.data.max_pixels, cfg.run.seed, cfg=cfg.ray)
-        key = cam.train_key(ctx.records, cfg.coarse, cfg.run.seed)
-        network = partial(cam.CamMapper, str(dst), len(ctx.classes), key, cam.imagenet_mode(ctx.records, cfg.coarse),
-                          label_classes)
-    else:
-        from pipeline.coarse import salient
-        from pipeline.models.weights import isnet_path
-
-        isnet_path(cfg.coarse.isnet_weights)  # missing weights: one clear error here, before any actor starts
-        prepare = salient.isnet_input
-        finish = partial(salient.saliency_probability, single_object=cfg.coarse.single_object)
-        network = partial(salient.Saliency, cfg.coarse.isnet_weights, cfg.coarse.isnet_flip)
-    return InferencePass(load=partial(read_inputs, prepare=prepare, max_pixels=cfg.data.max_pixels),
-                         model=partial(MapNetwork, network),
-                         write=partial(write_maps, finish=finish, dst=str(dst), cfg=cfg.coarse))
+def _inference_pass(network: NetworkPass, cfg: Config, dst: Path, parts_dir: Path,
+                    parts: tuple[str, ...]) -> InferencePass:
+    """A method's network pass as the sharded executor's three steps."""
+    load = partial(read_inputs, prepare=network.prepare, parts_dir=str(parts_dir), parts=parts,
+                   max_pixels=cfg.data.max_pixels)
+    return InferencePass(load=load, model=partial(MapNetwork, network.network),
+                         write=partial(write_maps, finish=network.finish, dst=str(dst), cfg=cfg.coarse))
 
 
 def _sum_stats(results: Iterable[dict]) -> dict[str, float]:
@@ -220,23 +171,43 @@ def _sum_stats(results: Iterable[dict]) -> dict[str, float]:
     return sums
 
 
-def _run_method(method: str, ctx: StageContext, dst: Path,
-                label_classes: dict[int, tuple[int, ...]] | None = None) -> dict[str, float]:
-    """Run one base method (saliency, ddt, cam, isnet) for the records still pending in `dst`; returns the summed
-    mask statistics {"images", "fg", "ignore"}."""
+def _call(task: Callable[[object], object], item: object) -> object:
+    """`task(item)`: a plain function for `run_on_device` (Ray makes tasks of functions, not of partials)."""
+    return task(item)
+
+
+def _run_method(name: str, ctx: StageContext, root: Path, dst: Path,
+                label_classes: dict[int, tuple[int, ...]] | None, within: tuple[str, ...] = ()) -> dict[str, float]:
+    """Run method `name` for the records still pending in `dst`: its parts (into `root/_parts/<part>/`), its group
+    work, then its per-image work. Returns the summed mask statistics {"images", "fg", "ignore"}. `within`: the
+    methods whose parts are being made (a method cannot be its own part)."""
+    if name not in METHODS or name in within:
+        raise ValueError(f"coarse: {name!r} is not a coarse method here (choose from {', '.join(METHODS)}; a method "
+                         f"cannot be its own part: {' -> '.join(within + (name,))})")
     dst.mkdir(parents=True, exist_ok=True)
     todo = pending(ctx.records, dst)
     if not todo:
         return {"images": 0}
     cfg = ctx.cfg
-    if method == "saliency":
-        jobs = (CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
-                          max_pixels=cfg.data.max_pixels, seed=cfg.run.seed) for r in todo)
-        return _sum_stats(stream_tasks(saliency_one, jobs, len(todo), cfg.ray, desc=f"coarse saliency {dst.name}"))
-    if method in ("ddt", "cam", "isnet"):
-        job = _network_pass(method, ctx, dst, todo, label_classes)
-        return run_inference(job, todo, cfg.ray, desc=f"coarse {method} {dst.name}")
-    raise ValueError(f"coarse.fusion: unknown method {method!r} (choose from saliency, ddt, cam, isnet)")
+    method = METHODS[name](MethodSetting(coarse=cfg.coarse, records=ctx.records, todo=todo, dst=dst,
+                                         num_classes=len(ctx.classes), max_pixels=cfg.data.max_pixels,
+                                         seed=cfg.run.seed, label_classes=label_classes))
+    parts_dir = root / "_parts"
+    for part in method.parts:
+        _run_method(part, ctx, root, parts_dir / part, label_classes, within + (name,))
+    work = method.group_work
+    if work is not None and work.whole_device:
+        for item in work.items:
+            run_on_device(_call, work.task, item, cfg=cfg.ray)
+    elif work is not None:
+        map_on_devices(work.task, work.items, cfg.ray, desc=work.desc)
+    desc = f"coarse {name}"
+    if method.network is not None:
+        return run_inference(_inference_pass(method.network, cfg, dst, parts_dir, method.parts), todo, cfg.ray, desc)
+    jobs = (ImageJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
+                     max_pixels=cfg.data.max_pixels, per_image=method.per_image, reads_image=method.reads_image,
+                     parts_dir=str(parts_dir), parts=tuple(dict.fromkeys(method.parts))) for r in todo)
+    return _sum_stats(stream_tasks(image_task, jobs, len(todo), cfg.ray, desc=desc))
 
 
 def run(ctx: StageContext, src: None, dst: Path) -> dict:
@@ -248,42 +219,18 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
     for r in ctx.records:
         if r.label < 1 or r.label >= len(ctx.classes):
             raise ValueError(f"{r.image}: label {r.label} is not a foreground class id 1..{len(ctx.classes) - 1}")
-    label_classes = None  # cam: each label's ImageNet classes, read here so a bad file stops the stage at once
+    label_classes = None  # each label's ImageNet classes, read here so a bad file stops the stage at once
     if cfg.coarse.cam_imagenet_classes:
         from pipeline.coarse.imagenet_classes import load_label_classes
 
         label_classes = load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
-    todo = pending(ctx.records, dst)
-    method = cfg.coarse.method
-    if method == "fusion":
-        if not cfg.coarse.fusion:
-            raise ValueError("coarse.fusion: needs at least one method to fuse")
-        parts = []
-        for part in cfg.coarse.fusion:
-            if part == "fusion":
-                raise ValueError("coarse.fusion: cannot contain 'fusion' itself")
-            part_dir = dst / "_parts" / part
-            if todo:
-                _run_method(part, ctx, part_dir, label_classes)
-            parts.append(str(part_dir))
-        if cfg.coarse.classify_objects:  # after isnet's part: its objects are what gets classified
-            objects_dir = dst / "_parts" / "objects"
-            objects_dir.mkdir(parents=True, exist_ok=True)
-            waiting = pending(ctx.records, objects_dir)
-            if todo and waiting:
-                run_inference(_objects_pass(cfg, objects_dir, dst / "_parts" / "isnet", label_classes), waiting,
-                              cfg.ray, desc="coarse objects")
-            parts.append(str(objects_dir))
-        jobs = (CoarseJob(stem=r.stem, image=str(r.image), label=int(r.label), dst=str(dst), coarse=cfg.coarse,
-                          max_pixels=cfg.data.max_pixels, seed=cfg.run.seed, parts=tuple(parts)) for r in todo)
-        sums = _sum_stats(stream_tasks(fuse_one, jobs, len(todo), cfg.ray, desc="coarse fusion"))
-    else:
-        sums = _run_method(method, ctx, dst, label_classes)
+    skipped = len(ctx.records) - len(pending(ctx.records, dst))
+    sums = _run_method(cfg.coarse.method, ctx, dst, dst, label_classes)
     images = int(sums["images"])
     return {
-        "method": method,
+        "method": cfg.coarse.method,
         "images": images,
-        "skipped": len(ctx.records) - len(todo),
+        "skipped": skipped,
         "seconds": round(time.time() - start, 2),
         "mean_fg_fraction": round(sums["fg"] / images, 4) if images else 0.0,
         "mean_ignore_fraction": round(sums["ignore"] / images, 4) if images else 0.0,

@@ -1,5 +1,6 @@
 """Coarse stage: saliency on a known pasted object, probability -> mask thresholds, the stage's file contract,
-resuming, determinism (Ray vs serial) and fusion."""
+resuming, determinism (Ray vs serial), fusion, salient steering, the method table and the config checks of the
+method lists."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from skimage.draw import disk
 from skimage.transform import resize
 
 from pipeline.coarse.saliency import saliency_foreground
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.io import IGNORE, load_mask, load_probs, save_image
 from pipeline.metrics import foreground_jaccard
 from pipeline.stage import Record, StageContext
@@ -134,7 +135,8 @@ def test_geometric_mean_hand_computed():
 
 
 def test_steer_salient_keeps_the_object_the_label_points_at():
-    from pipeline.coarse.fusion import geometric_mean, steer_salient
+    from pipeline.coarse.fusion import geometric_mean
+    from pipeline.coarse.steered import steer_salient
 
     salient = np.zeros((6, 10), np.float32)
     salient[1:3, 1:3] = 0.9  # object A (4 px)
@@ -155,11 +157,10 @@ def test_steer_salient_keeps_the_object_the_label_points_at():
     np.testing.assert_allclose(two, steer_salient(salient, [geometric_mean([evidence, evidence])]), rtol=1e-6)
 
 
-def test_stage_fusion_with_isnet_steers_the_salient_part(tmp_path):
-    from pipeline.coarse.fusion import steer_salient
+def test_stage_steered_steers_the_salient_part(tmp_path):
+    from pipeline.coarse.steered import steer_salient
 
-    ctx, _ = make_context(tmp_path, ["coarse.method=fusion", "coarse.fusion=[isnet, saliency]", "ray.enabled=false"],
-                          n=2)
+    ctx, _ = make_context(tmp_path, ["coarse.method=steered", "coarse.evidence=[saliency]", "ray.enabled=false"], n=2)
     parts = tmp_path / "fused" / "_parts"
     rng = np.random.default_rng(0)
     for record in ctx.records:  # hand-made finished parts: the stage fuses them without running either method
@@ -177,3 +178,45 @@ def load_image_shape(path: Path) -> tuple[int, int]:
     from pipeline.io import read_image
 
     return read_image(path).shape[:2]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["coarse.method=fusion", "coarse.fusion=[isnet, cam]"],
+     r"'coarse.fusion'.*coarse.method: steered with coarse.evidence: \[cam\]"),
+    (["coarse.fusion=[isnet, ddt, saliency]"], r"coarse.evidence: \[ddt, saliency\]"),  # whatever the method
+    (["coarse.classify_objects=true"], r"'coarse.classify_objects'.*coarse.evidence: \[cam, objects\]"),
+    (["coarse.classify_objects=false"], "'coarse.classify_objects'"),
+    (["coarse.method=fusion", "coarse.fusion=[]"], "'coarse.fusion'.*non-empty list of saliency, ddt, cam"),
+    (["coarse.method=fusion", "coarse.fusion=[ddt, steered]"], "'coarse.fusion'"),
+    (["coarse.method=steered", "coarse.evidence=[cam, isnet]"], "'coarse.evidence'"),
+    (["coarse.method=steered", "coarse.evidence=[]"], "'coarse.evidence'.*at least one besides objects"),
+    (["coarse.method=steered", "coarse.evidence=[objects]"], "'coarse.evidence'.*at least one besides objects"),
+])
+def test_method_lists_are_checked_and_old_keys_name_the_new_ones(overrides, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(overrides=overrides)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_lists_of_other_methods_are_not_checked():
+    cfg = load_config(overrides=["coarse.method=saliency", "coarse.fusion=[ddt, steered]", "coarse.evidence=[]"])
+    assert cfg.coarse.fusion == ("ddt", "steered") and cfg.coarse.evidence == ()
+
+
+def test_every_method_in_the_table_is_a_config_choice_or_a_part():
+    import dataclasses
+
+    from pipeline.config import EVIDENCE, FUSED, CoarseConfig
+
+    method = next(f for f in dataclasses.fields(CoarseConfig) if f.name == "method")
+    assert set(coarse_stage.METHODS) == set(method.metadata["choices"]) | {"objects"}
+    assert set(FUSED) | set(EVIDENCE) <= set(coarse_stage.METHODS)
+
+
+def test_a_method_cannot_be_its_own_part(tmp_path):
+    import dataclasses
+
+    ctx, _ = make_context(tmp_path, ["coarse.method=fusion", "ray.enabled=false"], n=1)
+    looped = dataclasses.replace(ctx.cfg, coarse=dataclasses.replace(ctx.cfg.coarse, fusion=("saliency", "fusion")))
+    with pytest.raises(ValueError, match="fusion -> fusion"):  # built past load_config, which refuses it
+        coarse_stage.run(dataclasses.replace(ctx, cfg=looped), None, tmp_path / "looped")

@@ -11,8 +11,8 @@ import torch
 from skimage import data as skdata
 from skimage.transform import resize
 
-from pipeline.coarse.cam import cam_maps, class_activation_map
-from pipeline.coarse.ddt import ddt_maps, ddt_statistics
+from pipeline.coarse.cam import class_activation_map
+from pipeline.coarse.ddt import ddt_statistics
 from pipeline.config import load_config
 from pipeline.io import load_mask, load_probs, save_image
 from pipeline.metrics import foreground_jaccard
@@ -41,6 +41,14 @@ def pasted_cats(folder: Path, h: int = 128, w: int = 160) -> tuple[list[Record],
     return records, masks
 
 
+def stage_maps(records, classes: tuple[str, ...], dst: Path, overrides: list[str]) -> dict[str, np.ndarray]:
+    """The coarse stage (serial) on `records`: the foreground probability it stored for each."""
+    cfg = load_config(overrides=overrides + ["ray.enabled=false"])
+    ctx = StageContext(cfg=cfg, records=tuple(records), classes=classes, run_dir=dst.parent)
+    assert coarse_stage.run(ctx, None, dst)["images"] == len(records)
+    return {r.stem: load_probs(dst / f"{r.stem}.npz")[0][1] for r in records}
+
+
 def test_ddt_statistics_hand_computed():
     # points spread along (1, 1) around mean (1, 2): the first component is +-(1, 1)/sqrt(2)
     d = np.array([[0.0, 1.0], [2.0, 3.0], [1.0, 2.0], [1.1, 1.9]])
@@ -54,8 +62,7 @@ def test_ddt_statistics_hand_computed():
 @pytest.mark.slow
 def test_ddt_finds_common_object(tmp_path):
     records, masks = pasted_cats(tmp_path)
-    cfg = load_config(overrides=["coarse.image_side=224"]).coarse
-    maps = dict((r.stem, p) for r, p in ddt_maps(records, tmp_path / "ddt", cfg, 10**8, seed=0))
+    maps = stage_maps(records, ("background", "cat"), tmp_path / "ddt", ["coarse.method=ddt", "coarse.image_side=224"])
     scores = [foreground_jaccard(maps[s] >= 0.5, masks[s]) for s in masks]
     assert min(scores) > 0.45 and np.mean(scores) > 0.55, scores  # the cat is 25 % of each image
     assert all(maps[s][masks[s]].mean() > maps[s][~masks[s]].mean() + 0.3 for s in masks)
@@ -65,9 +72,9 @@ def test_ddt_finds_common_object(tmp_path):
 @pytest.mark.slow
 def test_imagenet_cam_covers_chelsea(tmp_path):
     save_image(tmp_path / "chelsea.png", skdata.chelsea())
-    cfg = load_config(overrides=["coarse.image_side=224"]).coarse
     records = [Record("chelsea", tmp_path / "chelsea.png", 1)]  # one label: the ImageNet top-1 class's CAM
-    ((_, prob),) = list(cam_maps(records, 2, tmp_path / "cam", cfg, 10**8, seed=0))
+    prob = stage_maps(records, ("background", "cat"), tmp_path / "cam",
+                      ["coarse.method=cam", "coarse.image_side=224"])["chelsea"]
     assert prob.shape == (300, 451)
     box = np.zeros(prob.shape, bool)
     box[20:, 40:380] = True  # hand-drawn box around the cat's head and chest
@@ -116,8 +123,8 @@ def test_fine_tuned_cam_localises_each_class(tmp_path):
         records.append(Record(f"cup{i}", tmp_path / f"cup{i}.png", 2))
         masks[f"cup{i}"] = np.zeros((128, 160), bool)
         masks[f"cup{i}"][y:y + 64, x:x + 80] = True
-    cfg = load_config(overrides=["coarse.image_side=224", "coarse.cam_epochs=15"]).coarse
-    maps = dict((r.stem, p) for r, p in cam_maps(records, 3, tmp_path / "cam", cfg, 10**8, seed=0))
+    maps = stage_maps(records, ("background", "cat", "cup"), tmp_path / "cam",
+                      ["coarse.method=cam", "coarse.image_side=224", "coarse.cam_epochs=15"])
     assert (tmp_path / "cam" / "_cam" / "classifier.pt").is_file()
     for stem, mask in masks.items():
         assert maps[stem][mask].mean() > maps[stem][~mask].mean() + 0.2, stem

@@ -1,4 +1,4 @@
-"""`coarse.classify_objects`: each salient object's crop classified by the ImageNet classifier (pipeline/coarse/
+"""`objects` in `coarse.evidence`: each salient object's crop classified by the ImageNet classifier (pipeline/coarse/
 objects.py) - the crop geometry, hand-computed steering with per-object evidence, a real cat and a real cup told
 apart, the config check, and the stage's objects pass (hand-made ISNet and CAM parts, serial vs sharded, resume)."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from skimage import data as skdata
 from skimage.transform import resize
 
-from pipeline.coarse.fusion import steer_salient
 from pipeline.coarse.objects import CROP_SIDE, ObjectClassifier, crop_tensor, object_input
+from pipeline.coarse.steered import steer_salient
 from pipeline.config import ConfigError, load_config
 from pipeline.io import load_probs, save_image
 from pipeline.models.efficientnet_lite import LITE0_MEAN, LITE0_STD
@@ -70,11 +70,11 @@ def test_object_input_crops_a_square_around_each_object():
     columns = object_input(image, salient)
     assert columns["objects"].dtype == np.int32 and columns["objects"][90, 90] == 3
     assert columns["ids"].tolist() == [1, 2]  # numbered in raster order: the edge object is 1
-    assert columns["input"].shape == (2, 3, CROP_SIDE, CROP_SIDE)
-    np.testing.assert_allclose(columns["input"][1], crop_tensor(image[18:42, 23:47]))
-    np.testing.assert_allclose(columns["input"][0], crop_tensor(image[0:11, 91:100]))
+    assert columns["crops"].shape == (2, 3, CROP_SIDE, CROP_SIDE)
+    np.testing.assert_allclose(columns["crops"][1], crop_tensor(image[18:42, 23:47]))
+    np.testing.assert_allclose(columns["crops"][0], crop_tensor(image[0:11, 91:100]))
     none = object_input(image, np.zeros((100, 100)))
-    assert none["ids"].size == 0 and none["input"].shape == (0, 3, CROP_SIDE, CROP_SIDE)
+    assert none["ids"].size == 0 and none["crops"].shape == (0, 3, CROP_SIDE, CROP_SIDE)
     with pytest.raises(ValueError, match="differ in size"):
         object_input(image, np.zeros((100, 90)))
 
@@ -88,24 +88,26 @@ def test_crop_tensor_normalises_like_the_classifier():
 
 def test_classifier_tells_the_cat_from_the_cup():
     image, salient = cat_and_cup()
-    columns = object_input(image, salient)
+    inputs = object_input(image, salient)
     classify = ObjectClassifier({1: CAT, 2: CUP})
-    cat = classify.evidence(columns["input"], columns["objects"], columns["ids"], 1)
-    cup = classify.evidence(columns["input"], columns["objects"], columns["ids"], 2)
+    cat = classify(**inputs, record=Record("cat", Path("photo.png"), 1))
+    cup = classify(**inputs, record=Record("cup", Path("photo.png"), 2))
     assert cat[100, 100] > 0.9 and cat[100, 300] < 0.01  # the cat object is a cat, the cup object is not
     assert cup[100, 300] > 0.5 and cup[100, 100] < 0.01
     assert cat[0, 0] == cup[0, 0] == 0  # not salient: no object evidence
-    assert np.all(classify.evidence(columns["input"], columns["objects"], columns["ids"], 3) == 0.5)  # unmapped
+    assert np.all(classify(**inputs, record=Record("chair", Path("photo.png"), 3)) == 0.5)  # unmapped
 
 
 @pytest.mark.parametrize("overrides", [
-    ["coarse.method=saliency"],
-    ["coarse.method=fusion", "coarse.fusion=[isnet, ddt]"],
-    ["coarse.method=fusion", "coarse.fusion=[isnet, cam]"],  # no cam_imagenet_classes
+    ["coarse.evidence=[ddt, objects]", "coarse.cam_epochs=0", "coarse.cam_imagenet_classes=map.yaml"],  # no cam
+    ["coarse.evidence=[cam, objects]"],  # no cam_imagenet_classes
 ])
-def test_classify_objects_needs_isnet_steered_by_the_imagenet_cam(overrides):
-    with pytest.raises(ConfigError, match="coarse.classify_objects"):
-        load_config(overrides=overrides + ["coarse.classify_objects=true"])
+def test_objects_need_the_cam_of_the_imagenet_classes(overrides):
+    with pytest.raises(ConfigError, match="'coarse.evidence': objects .* needs cam in coarse.evidence and "
+                                          "coarse.cam_imagenet_classes set"):
+        load_config(overrides=["coarse.method=steered"] + overrides)
+    # the same evidence for another method is not read: no error
+    assert load_config(overrides=["coarse.method=isnet"] + overrides).coarse.method == "isnet"
 
 
 @pytest.mark.slow
@@ -113,9 +115,9 @@ def test_stage_objects_pass_serial_sharded_and_resumed(tmp_path, ray_cluster):
     image, salient = cat_and_cup()
     save_image(tmp_path / "photo.png", image)
     (tmp_path / "map.yaml").write_text(MAPPING)
-    cfg = load_config(overrides=["coarse.method=fusion", "coarse.fusion=[isnet, cam]", "coarse.cam_epochs=0",
-                                 f"coarse.cam_imagenet_classes={tmp_path / 'map.yaml'}", "coarse.classify_objects=true",
-                                 "ray.actors=2", "ray.inference_batch=2"])
+    cfg = load_config(overrides=["coarse.method=steered", "coarse.evidence=[cam, objects]", "coarse.cam_epochs=0",
+                                 f"coarse.cam_imagenet_classes={tmp_path / 'map.yaml'}", "ray.actors=2",
+                                 "ray.inference_batch=2"])
     photo = tmp_path / "photo.png"
     records = (Record("cat", photo, 1), Record("cup", photo, 2), Record("chair", photo, 3), Record("empty", photo, 1))
     cam = np.full(salient.shape, 0.1, np.float32)

@@ -18,12 +18,7 @@ from pipeline.orchestration.sharded import FILE_CPUS, ActorPlan, inference_actor
 from pipeline.stage import StageContext
 from stages import coarse as coarse_stage
 from stages import predict, train
-from test_ddt_streaming import tiny_images
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    """Every file below `folder` (soft maps, pseudo-labels, cached group statistics / classifier), by relative path."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from test_ddt_streaming import files, tiny_images
 
 
 def with_ray(cfg, enabled: bool, **ray):
@@ -84,6 +79,19 @@ def test_sharded_ddt_maps_equal_serial(tmp_path, ray_cluster):
         outputs[enabled] = files(tmp_path / f"coarse_{enabled}")
     assert outputs[True] == outputs[False]  # maps, pseudo-labels and the cached statistics of every group
     assert sum(name.startswith("_ddt/") for name in outputs[True]) == 3
+
+
+@pytest.mark.slow
+def test_cam_classifier_fitted_in_a_device_task_writes_the_serial_bytes(tmp_path, ray_cluster):
+    records = tuple(tiny_images(tmp_path))  # three labels: the head is fine-tuned (the whole-device group work)
+    cfg = load_config(overrides=["coarse.method=cam", "coarse.image_side=128", "coarse.cam_epochs=2"])
+    outputs = {}
+    for enabled in (False, True):
+        ctx = StageContext(cfg=with_ray(cfg, enabled), records=records, classes=("background", "a", "b", "c"),
+                           run_dir=tmp_path)
+        assert coarse_stage.run(ctx, None, tmp_path / f"cam_{enabled}")["images"] == len(records)
+        outputs[enabled] = files(tmp_path / f"cam_{enabled}")
+    assert "_cam/classifier.pt" in outputs[True] and outputs[True] == outputs[False]
 
 
 def test_training_uses_ray_train_on_two_gpus_or_more(tmp_path, monkeypatch):

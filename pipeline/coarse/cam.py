@@ -1,12 +1,11 @@
 """Class activation maps (Zhou et al. 2016) of an EfficientNet-Lite0 classifier fine-tuned on the image-level labels.
 
     cam = class_activation_map(head_map, weight)            # [1280, h, w], [1280] -> [h, w], max-normalised, >= 0
-    for record, prob in cam_maps(records, num_classes, dst, cfg.coarse, max_pixels, seed): ...
 
-    # the same split for a sharded executor (stages/coarse.py): one fitting task, then any number of mappers
+    # what stages/coarse.py runs (`method`): one fitting task on a whole device, then any number of mappers
     fit_classifier(records, num_classes, dst, cfg.coarse, max_pixels, seed)
     mapper = CamMapper(dst, num_classes, train_key(records, cfg.coarse, seed), imagenet_mode(records, cfg.coarse))
-    prob = cam_probability(mapper(backbone_input(image, cfg.coarse.image_side), record), image.shape[:2])
+    prob = cam_probability(mapper(x=backbone_input(image, cfg.coarse.image_side), record=record), image.shape[:2])
 
 Fine-tuning (`coarse.cam_epochs` epochs, when the records hold >= 2 distinct labels): the ImageNet backbone up to
 its last block is frozen and its stride-32 features are extracted once; the 1x1 head conv (320 -> 1280, ImageNet
@@ -28,8 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,10 +38,11 @@ from torch import nn
 
 from pipeline.config import CoarseConfig
 from pipeline.io import atomic_write_bytes, read_image
-from pipeline.stage import Record, pending
+from pipeline.stage import Record
 
-from pipeline.coarse.features import (backbone_input, image_to_tensor, load_backbone, pick_device,
+from pipeline.coarse.features import (backbone_inputs, image_to_tensor, load_backbone, pick_device,
                                       piecewise_probability, upsample_to)
+from pipeline.coarse.method import GroupWork, Method, MethodSetting, NetworkPass
 
 CAM_DECISION = 0.3  # CAM / max(CAM) at which a pixel is as likely object as not
 HEAD_LR = 1e-4  # pretrained 1x1 head conv: small steps
@@ -142,7 +143,7 @@ class CamMapper:
     ImageNet classifier or the head `fit_classifier` kept under `key`. `cam_probability` makes it a probability."""
 
     def __init__(self, dst: str, num_classes: int, key: str, imagenet: bool,
-                 label_classes: dict[int, tuple[int, ...]] | None = None):
+                 label_classes: Mapping[int, tuple[int, ...]] | None = None):
         self.label_classes = label_classes  # ImageNet mode: each label's ImageNet classes (imagenet_classes.py)
         self.device = pick_device()
         self.backbone = load_backbone(self.device)
@@ -188,14 +189,14 @@ def cam_probability(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return piecewise_probability(upsample_to(cam, *size), CAM_DECISION)
 
 
-def cam_maps(records: Sequence[Record], num_classes: int, dst: Path, cfg: CoarseConfig, max_pixels: int,
-             seed: int) -> Iterator[tuple[Record, np.ndarray]]:
-    """Yield (record, foreground probability [H, W]) for every record still pending in `dst`."""
-    todo = pending(records, dst)
-    if not todo:
-        return
-    fit_classifier(records, num_classes, dst, cfg, max_pixels, seed)
-    mapper = CamMapper(str(dst), num_classes, train_key(records, cfg, seed), imagenet_mode(records, cfg))
-    for r in todo:
-        image = read_image(r.image, max_pixels)
-        yield r, cam_probability(mapper(backbone_input(image, cfg.image_side), r), image.shape[:2])
+def method(setting: MethodSetting) -> Method:
+    """`coarse.method: cam`: the classifier fitted on every record first (one task on a whole device; nothing to fit
+    in ImageNet mode or when `dst/_cam` holds it), then each image's CAM (`CamMapper`)."""
+    cfg, records = setting.coarse, setting.records
+    fit = partial(fit_classifier, num_classes=setting.num_classes, dst=setting.dst, cfg=cfg,
+                  max_pixels=setting.max_pixels, seed=setting.seed)
+    mapper = partial(CamMapper, str(setting.dst), setting.num_classes, train_key(records, cfg, setting.seed),
+                     imagenet_mode(records, cfg), setting.label_classes)
+    return Method(group_work=GroupWork(fit, [records], desc="coarse cam classifier", whole_device=True),
+                  network=NetworkPass(prepare=partial(backbone_inputs, side=cfg.image_side), network=mapper,
+                                      finish=cam_probability))

@@ -1,16 +1,14 @@
 """Deep Descriptor Transforming (Wei et al. 2017, "Deep Descriptor Transforming for Image Co-Localization").
 
-    for record, prob in ddt_maps(records, dst, cfg.coarse, max_pixels, seed): ...   # pending records only
-
-    # the same work split for a sharded executor (each call may run on another worker):
+    # pass 1, on a shard of a group (shards sum on different workers and merge exactly)
     sums = accumulate(shard_a, side, max_pixels).merge(accumulate(shard_b, side, max_pixels))
     mean, pc = sums.statistics()
-    for record, prob in project_images(pending_records, mean, pc, side, max_pixels): ...
 
-    # what stages/coarse.py runs: pass 1 per label group as a task, pass 2 per image on the actors of a sharded pass
-    group_statistics(group, dst, cfg.coarse, max_pixels)             # caches dst/_ddt/label_<id>.npz
-    projection = Projector(dst, keys)(backbone_input(image, side), record)   # [h, w], on the actor's device
-    prob = projection_probability(projection, image.shape[:2])         # [H, W], on a CPU
+    # what stages/coarse.py runs (`method`): pass 1 per label group as a device task, pass 2 per image on the
+    # devices of a sharded pass
+    group_statistics(group, dst, cfg.coarse, max_pixels)                 # caches dst/_ddt/label_<id>.npz
+    projection = Projector(dst, keys)(x=backbone_input(image, side), record=record)   # [h, w], on a device
+    prob = projection_probability(projection, image.shape[:2])            # [H, W], on a CPU
 
 All images sharing a label are one group (class-agnostic data: all images, `coarse.ddt_groups: image`: each image
 alone). The group's stride-32 descriptors of a frozen ImageNet EfficientNet-Lite0 (the 1280-channel classifier head
@@ -45,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -55,10 +54,11 @@ from pipeline.config import CoarseConfig
 from pipeline.data.record_table import label_groups, sorted_stems
 from pipeline.io import atomic_write_bytes, read_image
 from pipeline.models.efficientnet_lite import EfficientNetLite0
-from pipeline.stage import Record, pending
+from pipeline.stage import Record
 
-from pipeline.coarse.features import (head_features, image_to_tensor, load_backbone, pick_device,
+from pipeline.coarse.features import (backbone_inputs, head_features, image_to_tensor, load_backbone, pick_device,
                                       piecewise_probability, upsample_to)
+from pipeline.coarse.method import GroupWork, Method, MethodSetting, NetworkPass
 
 Features = Iterator[tuple[Record, np.ndarray, tuple[int, int]]]  # (record, head map [C, h, w], image (H, W))
 
@@ -161,13 +161,6 @@ def project(feature_map: np.ndarray, mean: np.ndarray, pc: np.ndarray) -> np.nda
 
 
 @torch.no_grad()
-def extract(model: torch.nn.Module, image: np.ndarray, side: int, device: torch.device) -> np.ndarray:
-    """Stride-32 head descriptors [1280, h, w] of one image."""
-    x = image_to_tensor(image, side, model).to(device)
-    return head_features(model, x)[0].float().cpu().numpy()
-
-
-@torch.no_grad()
 def iter_features(records: Iterable[Record], model: EfficientNetLite0, side: int, device: torch.device,
                   max_pixels: int, batch_size: int = 1) -> Features:
     """Yield (record, head map [1280, h, w], image size) in order; runs of same-size inputs share a forward pass."""
@@ -207,22 +200,9 @@ def accumulate(records: Iterable[Record], side: int, max_pixels: int, model: Eff
     return sums
 
 
-def probability(feature_map: np.ndarray, size: tuple[int, int], mean: np.ndarray, pc: np.ndarray) -> np.ndarray:
-    """Foreground probability [H, W] of one image from its head map and the group's statistics."""
-    return projection_probability(project(feature_map, mean, pc), size)
-
-
 def projection_probability(projection: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Foreground probability [H, W] from a DDT projection [h, w] (0 is the decision point)."""
     return piecewise_probability(upsample_to(projection, *size), 0.0)
-
-
-def project_images(records: Iterable[Record], mean: np.ndarray, pc: np.ndarray, side: int, max_pixels: int,
-                   model: EfficientNetLite0 | None = None) -> Iterator[tuple[Record, np.ndarray]]:
-    """Pass 2: yield (record, foreground probability [H, W]) for each record, one image at a time."""
-    model, device = _backbone(model)
-    for r, feature_map, size in iter_features(records, model, side, device, max_pixels, batch_size=1):
-        yield r, probability(feature_map, size, mean, pc)
 
 
 def ddt_groups(records: Sequence[Record], mode: str) -> Iterator[tuple[str, Sequence[Record]]]:
@@ -256,35 +236,7 @@ def _save_cached(path: Path, key: str, mean: np.ndarray, pc: np.ndarray) -> None
     atomic_write_bytes(path, buf.getvalue())
 
 
-def ddt_maps(records: Sequence[Record], dst: Path, cfg: CoarseConfig, max_pixels: int,
-             seed: int) -> Iterator[tuple[Record, np.ndarray]]:
-    """Yield (record, foreground probability [H, W]) for every record still pending in `dst`, group by group."""
-    torch.manual_seed(seed)
-    model, device = _backbone(None)
-    side = cfg.image_side
-    for name, group in ddt_groups(records, cfg.ddt_groups):
-        group_todo = pending(group, dst)
-        if not group_todo:
-            continue
-        cache, key = dst / "_ddt" / f"{name}.npz", stems_key(group)
-        stats = _load_cached(cache, key) if cfg.ddt_groups == "label" else None
-        if stats is None and len(group) == 1:  # one image (e.g. `ddt_groups: image`): one extraction, both passes
-            ((r, feature_map, size),) = iter_features(group, model, side, device, max_pixels)
-            sums = DDTSums.zeros(feature_map.shape[0])
-            sums.add(feature_map)
-            stats = sums.statistics()
-            if cfg.ddt_groups == "label":
-                _save_cached(cache, key, *stats)
-            yield r, probability(feature_map, size, *stats)
-            continue
-        if stats is None:
-            stats = accumulate(group, side, max_pixels, model).statistics()
-            if cfg.ddt_groups == "label":
-                _save_cached(cache, key, *stats)
-        yield from project_images(group_todo, *stats, side, max_pixels, model)
-
-
-# --- the same two passes split for a sharded executor (stages/coarse.py) ------------------------------------------
+# --- the two passes as stages/coarse.py runs them -----------------------------------------------------------------
 
 def group_statistics(group: Sequence[Record], dst: str, cfg: CoarseConfig, max_pixels: int) -> str:
     """Pass 1 of one label group as its own task: computes and caches `dst/_ddt/<group>.npz` unless the cache already
@@ -326,3 +278,20 @@ class Projector:
                                         "(pass 1, group_statistics, writes them)")
             self.stats[name] = stats
         return self.stats[name]
+
+
+def method(setting: MethodSetting) -> Method:
+    """`coarse.method: ddt`: pass 1 (`group_statistics`) for each label group that still has pending images, one
+    device task per group; then pass 2 per image (`Projector`). With `coarse.ddt_groups: image` there is no group
+    work: each image's statistics come from its own features in pass 2."""
+    cfg, keys, work = setting.coarse, None, None
+    if cfg.ddt_groups == "label":
+        groups = dict(ddt_groups(setting.records, "label"))  # each a view of the table: no record held
+        waiting = {f"label_{r.label}" for r in setting.todo}
+        work = GroupWork(partial(group_statistics, dst=str(setting.dst), cfg=cfg, max_pixels=setting.max_pixels),
+                         [g for name, g in sorted(groups.items()) if name in waiting], desc="coarse ddt statistics")
+        keys = {name: stems_key(g) for name, g in groups.items() if name in waiting}
+    return Method(group_work=work,
+                  network=NetworkPass(prepare=partial(backbone_inputs, side=cfg.image_side),
+                                      network=partial(Projector, str(setting.dst), keys),
+                                      finish=projection_probability))

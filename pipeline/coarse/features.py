@@ -3,6 +3,7 @@
     model = load_backbone(device)
     x = image_to_tensor(image, side=448)            # uint8 RGB [H, W, 3] -> normalised [1, 3, h, w], long side 448
     x = backbone_input(image, side=448)             # the same as a numpy [3, h, w] (what a CPU step hands a device)
+    backbone_inputs(image, parts, side=448)         # {"x": that}: the `prepare` step of DDT's and CAM's network pass
     c32 = model.forward_features(x.to(device))[-1]  # [1, 320, h/32, w/32]
     head = head_features(model, x.to(device))       # [1, 1280, h/32, w/32]: what DDT and CAM use
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.coarse.method import Inputs, Parts
 from pipeline.models.efficientnet_lite import LITE0_MEAN, LITE0_STD, EfficientNetLite0, load_lite0_imagenet
 
 
@@ -49,6 +51,11 @@ def image_to_tensor(image: np.ndarray, side: int, model: EfficientNetLite0 | Non
 def backbone_input(image: np.ndarray, side: int) -> np.ndarray:
     """`image_to_tensor` for the EfficientNet-Lite0 backbone as float32 [3, h, w] (resized and normalised on a CPU)."""
     return image_to_tensor(image, side)[0].numpy()
+
+
+def backbone_inputs(image: np.ndarray, parts: Parts, side: int) -> Inputs:
+    """The `prepare` step of DDT's and CAM's network pass (pipeline/coarse/method.py): {"x": `backbone_input`}."""
+    return {"x": backbone_input(image, side)}
 
 
 def head_features(model: EfficientNetLite0, x: torch.Tensor) -> torch.Tensor:

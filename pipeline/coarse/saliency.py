@@ -1,6 +1,8 @@
 """Weight-free classical saliency: SLIC superpixels + a robust image-border background prior.
 
     p = saliency_foreground(image, segments=200)      # uint8 RGB [H, W, 3] -> float32 foreground prob [H, W]
+    method(setting)                                   # `coarse.method: saliency` for stages/coarse.py: one CPU
+                                                      # task per image (pipeline/coarse/method.py)
 
 No network and no weights: the fallback coarse method, and the second half of the default `fusion`.
 
@@ -21,11 +23,15 @@ optimization from robust background detection"; the paper we follow leaves the d
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from skimage.color import rgb2lab
 from skimage.filters import threshold_otsu
 from skimage.segmentation import slic
 from skimage.transform import resize
+
+from pipeline.coarse.method import Method, MethodSetting, Parts
 
 WORK_SIDE = 256  # long side of the image saliency is computed on (px); enough for 200 superpixels
 SLIC_COMPACTNESS = 10.0  # SLIC colour/space trade-off (scikit-image default for Lab)
@@ -92,3 +98,13 @@ def saliency_foreground(image: np.ndarray, segments: int = 200, seed: int = 0) -
     if (sh, sw) == (h, w):
         return prob_small.astype(np.float32)
     return resize(prob_small, (h, w), order=1, anti_aliasing=False, preserve_range=True).astype(np.float32)
+
+
+def image_probability(image: np.ndarray, parts: Parts, seed: int) -> np.ndarray:
+    """The per-image function of `coarse.method: saliency` (reads no parts)."""
+    return saliency_foreground(image, seed=seed)
+
+
+def method(setting: MethodSetting) -> Method:
+    """`coarse.method: saliency`: one CPU task per image, nothing per group."""
+    return Method(per_image=partial(image_probability, seed=setting.seed), reads_image=True)

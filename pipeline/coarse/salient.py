@@ -1,40 +1,45 @@
 """Salient-object maps from ISNet: the coarse method of the second track (`coarse.method: isnet`).
 
-    x = isnet_input(image)                                    # [3, 1024, 1024] float32, resized and normalised
-    saliency = Saliency(weights)(x, record)                   # [1024, 1024] in [0, 1], on the actor's device
+    inputs = isnet_inputs(image, parts={})                    # {"x": [3, 1024, 1024] float32}, resized, normalised
+    saliency = Saliency(weights)(**inputs)                    # [1024, 1024] in [0, 1], on the actor's device
     prob = saliency_probability(saliency, image.shape[:2])    # back at the image size
 
 ISNet (pipeline/models/isnet.py) was trained with pixel masks on DIS5K, other data than ours: a run that uses it is
 weakly supervised by image-level labels *plus* a saliency network, the "S" track of weakly supervised segmentation
 tables, and its numbers are reported apart from the image-level-only track. The map is class-agnostic; the image's
-label names its class, and fusing it with the label's class evidence (`coarse.fusion: [isnet, cam]`) lets the label
-pick its object among the salient ones (stages/coarse.py). Without a class to choose by, `coarse.single_object`
-keeps only the largest salient object (`largest_object`), for data that labels one object per photo.
+label names its class, and steering it by the label's class evidence (`coarse.method: steered`,
+pipeline/coarse/steered.py) lets the label pick its object among the salient ones. Without a class to choose by,
+`coarse.single_object` keeps only the largest salient object (`largest_object`), for data that labels one object
+per photo.
 
 Resizing to and from the network's 1024 x 1024 runs on a CPU; the network runs on the device (bf16 autocast and
 channels_last on CUDA, float32 on CPU), one image (with its mirror image, `coarse.isnet_flip`) per forward pass, so
-an image's map never depends on which images share a batch. stages/coarse.py runs these three steps on the
-pending images, sharded over the cluster's devices.
+an image's map never depends on which images share a batch. stages/coarse.py runs these three steps (`method`) on
+the pending images, sharded over the cluster's devices.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.coarse.features import pick_device
+from pipeline.coarse.method import Inputs, Method, MethodSetting, NetworkPass, Parts
 from pipeline.models.isnet import ISNET_SIZE, load_isnet_onnx, network_input
 from pipeline.models.weights import isnet_path
 from pipeline.stage import Record
 
 
-def isnet_input(image: np.ndarray) -> np.ndarray:
-    """The network's input [3, 1024, 1024] float32 for an RGB uint8 image (resized on this CPU)."""
-    return network_input(np.asarray(image, np.uint8), ISNET_SIZE, torch.device("cpu"))[0].numpy()
+def isnet_inputs(image: np.ndarray, parts: Parts) -> Inputs:
+    """The network's input {"x": [3, 1024, 1024] float32} for an RGB uint8 image (resized on this CPU)."""
+    return {"x": network_input(np.asarray(image, np.uint8), ISNET_SIZE, torch.device("cpu"))[0].numpy()}
 
 
 class Saliency:
-    """ISNet on this process's device (loaded once); maps an `isnet_input` to its saliency [1024, 1024] in [0, 1]."""
+    """ISNet on this process's device (loaded once); maps an `isnet_inputs` x to its saliency [1024, 1024] in
+    [0, 1]."""
 
     def __init__(self, weights: str, flip: bool = False):
         self.flip = flip  # also map the mirror image, mirror its map back and average the two
@@ -75,3 +80,12 @@ def largest_object(prob: np.ndarray) -> np.ndarray:
     other = (objects > 0) & (objects != 1 + int(np.argmax(areas)))
     return np.where(other, 1.0 - prob, prob).astype(np.float32)
 
+
+
+def method(setting: MethodSetting) -> Method:
+    """`coarse.method: isnet` (and the salient part of `steered`): nothing per group, then the network per image."""
+    cfg = setting.coarse
+    isnet_path(cfg.isnet_weights)  # missing weights: one clear error here, before any actor starts
+    return Method(network=NetworkPass(prepare=isnet_inputs,
+                                      network=partial(Saliency, cfg.isnet_weights, cfg.isnet_flip),
+                                      finish=partial(saliency_probability, single_object=cfg.single_object)))
