@@ -7,7 +7,8 @@ ISNet's map (pipeline/coarse/salient.py) is class-agnostic: it finds every salie
 the methods listed in `coarse.evidence` (cam, ddt, saliency; their geometric mean), picks the objects to keep. With
 `objects` in the evidence, each salient object's crop is also classified as the label's ImageNet classes
 (pipeline/coarse/objects.py) and that probability joins each object's score. The salient map is always ISNet's, the
-only salient-object network the project ships. Measured on COCO-MVal: docs/results.md (how the rule was chosen: docs/experiments.md).
+only salient-object network the project ships. Measured on COCO-MVal: docs/results.md (how the rule was chosen:
+docs/experiments.md).
 """
 from __future__ import annotations
 
