@@ -221,7 +221,7 @@ def train_full_reference(cfg: Config, dataset: WeakDataset, records: list[Record
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model, network_outputs(cfg, len(dataset.classes)))
     t = cfg.train
-    transform = TrainTransform(t.crop, t.scale_range, t.flip, t.jitter, model.mean, model.std)
+    transform = TrainTransform(t.crop, t.scale_range, True, t.jitter, model.mean, model.std)  # True: random flips
     train_set = GroundTruthDataset(records, cfg, len(dataset.classes), transform)
     weights = train_model(model, train_set, t, out_dir, seed=cfg.run.seed, resume=True, device=str(device))
     atomic_write_bytes(out_dir / "DONE", f"{digest}\n".encode())
