@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.commands.export import ExportError
     from pipeline.io import ImageError
     from pipeline.commands.trained import RunError
-    from pipeline.data.weak import DatasetError
+    from pipeline.data import DatasetError
 
     try:
         return args.func(args)
