@@ -56,6 +56,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, enabled=cfg.ray.enabled and not args.serial))
+    if not Path(args.pred).is_dir():  # checked before scoring, which would create it as the output folder
+        raise UsageError(f"{args.pred}: prediction folder not found")
     dataset = load_weak_dataset(cfg.data)
     ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=Path(args.pred))
     with ray_session(cfg.ray):
@@ -245,12 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local clusters need no token (Ray >= 2.5x)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["flops"], ["weights"]):  # their own parsers read every argument after the name, options too
+        args = argparse.Namespace(command=argv[0], rest=argv[1:], func=cmd_flops if argv[0] == "flops" else cmd_weights)
+    else:
+        args = build_parser().parse_args(argv)
     from pipeline.config import ConfigError
     from pipeline.commands.export import ExportError
     from pipeline.io import ImageError
     from pipeline.commands.trained import RunError
-    from pipeline.data.weak import DatasetError
+    from pipeline.data import DatasetError
 
     try:
         return args.func(args)

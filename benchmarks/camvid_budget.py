@@ -68,13 +68,13 @@ def overrides(args: argparse.Namespace, iterations: int) -> list[str]:
             f"train.backbone_lr_mult={args.backbone_lr_mult}",
             f"train.warmup_iters={max(1, iterations // 20)}", f"train.iterations={iterations}",
             f"train.checkpoint_every={max(1, iterations // 4)}", f"train.log_every={max(1, iterations // 20)}",
-            "train.num_workers=0", f"train.amp={'always' if args.amp_always else 'cuda'}",
+            "train.loader_workers=0", f"train.amp={'always' if args.amp_always else 'cuda'}",
             f"train.channels_last={'always' if args.channels_last else 'cuda'}", f"train.ohem={str(args.ohem).lower()}",
-            "train.ohem_thresh=0.7", f"train.ohem_min_kept={ohem_min_kept}",
+            f"train.ohem_min_kept={ohem_min_kept}",
             *([f"model.width={args.width}"] if args.width else []), *(["model.aux=false"] if args.no_aux else []),
             *([f"model.frozen_stages={args.frozen_stages}"] if args.frozen_stages else []),
-            f"full.eval_flip={str(args.eval_flip).lower()}",
-            f"full.eval_scales=[{','.join(str(x) for x in args.eval_scales)}]"]
+            f"test_time.flip={str(args.eval_flip).lower()}",
+            f"test_time.scales=[{','.join(str(x) for x in args.eval_scales)}]"]
 
 
 def seconds_per_step(args: argparse.Namespace) -> float:

@@ -22,7 +22,7 @@ import torch
 
 from common import arguments, interleaved_times
 from pipeline.config import ModelConfig
-from pipeline.learn.losses import SegLoss
+from pipeline.learn.losses import AUX_WEIGHT, OHEM_THRESH, SegLoss
 from pipeline.models import build_model
 
 SETTINGS = (("plain", False, False, 0), ("+SRM", True, False, 0), ("+CRM", False, True, 0), ("+both", True, True, 0))
@@ -42,7 +42,7 @@ class Setting:
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.loss_fn = SegLoss(aux_weight=0.4, ohem=False, ohem_thresh=0.7, ohem_min_kept=10_000)
+        self.loss_fn = SegLoss(aux_weight=AUX_WEIGHT, ohem=False, ohem_thresh=OHEM_THRESH, ohem_min_kept=10_000)
 
     def step(self) -> None:
         self.model.zero_grad(set_to_none=True)

@@ -114,7 +114,6 @@ class CRFConfig:
     bilateral_sxy: float = field(default=80.0, metadata=_range(0.1))  # appearance kernel width (px)
     bilateral_srgb: float = field(default=13.0, metadata=_range(0.1))  # appearance kernel colour width (0-255)
     bilateral_compat: float = field(default=10.0, metadata=_range(0.0))  # appearance kernel weight
-    confidence: float = field(default=0.0, metadata=_range(0.0, 1.0))  # refined pixels whose top prob < this -> 255
     max_side: int = field(default=1024, metadata=_range(64))  # larger images are refined downscaled, then upsampled
 
 
@@ -132,7 +131,6 @@ class TrainConfig:
     batch_size: int = field(default=8, metadata=_range(1))  # images per step (per worker)
     crop: tuple[int, int] = (192, 192)  # training crop (h, w); padded with fill 255 (mask) / mean (image)
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before cropping
-    flip: bool = True  # random horizontal flip
     jitter: float = field(default=0.2, metadata=_range(0.0, 1.0))  # photometric jitter strength; 0 = off
     # adamw: robust on short schedules; sgd: momentum 0.9
     optimizer: str = field(default="adamw", metadata=_choices("adamw", "sgd"))
@@ -140,16 +138,14 @@ class TrainConfig:
     backbone_lr_mult: float = field(default=0.1, metadata=_range(0.0))  # pretrained backbone learns slower
     weight_decay: float = field(default=1e-4, metadata=_range(0.0))  # not applied to norms and biases
     warmup_iters: int = field(default=20, metadata=_range(0))  # linear warm-up steps, then poly decay (power 0.9)
-    aux_weight: float = field(default=0.4, metadata=_range(0.0))  # weight of the auxiliary head's loss
-    ohem: bool = False  # online hard example mining
-    ohem_thresh: float = field(default=0.7, metadata=_range(0.0, 1.0))  # keep pixels whose true-class prob < this
+    ohem: bool = False  # online hard example mining: the loss keeps the pixels whose true-class prob < 0.7
     ohem_min_kept: int = field(default=10_000, metadata=_range(1))  # ...but at least this many per batch
     # bf16 autocast: on CUDA only, on every device, never
     amp: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))
     # NHWC memory format: same choices
     channels_last: str = field(default="cuda", metadata=_choices("cuda", "always", "off"))
     checkpoint_every: int = field(default=100, metadata=_range(1, **_feeds()))  # iterations between checkpoints
-    num_workers: int = field(default=0, metadata=_range(0, **_feeds()))  # DataLoader worker processes
+    loader_workers: int = field(default=0, metadata=_range(0, **_feeds()))  # DataLoader worker processes
     log_every: int = field(default=25, metadata=_range(1, **_feeds()))  # iterations between progress lines
 
 
@@ -161,9 +157,6 @@ class RoundsConfig:
     lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0, **_feeds("train", from_round=2)))
     # the network learns foreground vs background; each image's label names its foreground
     foreground_network: bool = field(default=False, metadata=_feeds("train", "predict", "reference"))
-    # test-time scales when predicting the training images
-    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict"))
-    flip: bool = field(default=True, metadata=_feeds("predict"))  # add horizontally flipped predictions
     # round k's soft map is the mean of rounds 1..k's
     ensemble: bool = field(default=False, metadata=_feeds("predict", from_round=2))
     # an image whose prediction overlaps its first labels with IoU below this starts over from its coarse map; 0 = off
@@ -181,7 +174,8 @@ class RayConfig:
     # network actors of coarse/predict (sharded on Ray Data); 0 = one per GPU, or one per node of a CPU-only cluster,
     # and on a single CPU-only node one device task instead
     actors: int = field(default=0, metadata=_range(0, **_feeds()))
-    inference_batch: int = field(default=4, metadata=_range(1, **_feeds()))  # images per call of coarse/predict's read, network and write steps
+    # images per call of the sharded passes' read, network and write steps (coarse, predict); not a network batch
+    images_per_call: int = field(default=4, metadata=_range(1, **_feeds()))
     temp_dir: str = "/tmp/coarse2fine-ray"  # local cluster session files
 
 
@@ -196,20 +190,43 @@ class FullConfig:
     folder_classes: int = field(default=0, metadata=_range(0, 255))  # folder: number of classes (required there)
     # images are resized by this before training/eval
     input_scale: float = field(default=1.0, metadata=_range(0.05, 4.0))
-    eval_scales: tuple[float, ...] = (1.0,)  # test-time scales (relative to input_scale)
-    eval_flip: bool = False  # add horizontally flipped predictions at test time
     # sliding-window size in px (step 2/3 of it); 0 = whole image
     eval_window: int = field(default=0, metadata=_range(0))
     val_max_images: int = field(default=0, metadata=_range(0))  # validation at each checkpoint on the first N; 0 = all
     # Ray Train workers (1 = plain single-process training)
-    num_workers: int = field(default=1, metadata=_range(1, **_feeds()))
+    train_workers: int = field(default=1, metadata=_range(1, **_feeds()))
     use_gpu: bool = field(default=False, metadata=_feeds())  # Ray Train: one GPU per worker
 
+
+@dataclass(frozen=True)
+class TestTimeConfig:
+    """How every prediction of a trained network is made: the rounds' predict stage and full supervision's
+    evaluation. Probabilities are averaged over the scales and, with flip, the mirror images."""
+    # test-time scales (full: relative to full.input_scale)
+    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict", "full"))
+    flip: bool = field(default=True, metadata=_feeds("predict", "full"))  # add horizontally flipped predictions
+
+
+# Keys that were renamed, moved or removed: the loader (pipeline.config_io.build) answers an old "section.key", in a
+# YAML file or a --set override, with its message instead of the generic unknown-key error.
+RENAMED_KEYS: dict[str, str] = {
+    "ray.inference_batch": "renamed to ray.images_per_call (images per call of the sharded passes)",
+    "train.num_workers": "renamed to train.loader_workers (DataLoader worker processes)",
+    "full.num_workers": "renamed to full.train_workers (Ray Train workers)",
+    "rounds.scales": "moved to test_time.scales (the test-time scales of every prediction)",
+    "rounds.flip": "moved to test_time.flip (the test-time flip of every prediction)",
+    "full.eval_scales": "moved to test_time.scales (the test-time scales of every prediction)",
+    "full.eval_flip": "moved to test_time.flip (default true; set test_time.flip: false for a single pass)",
+    "crf.confidence": "removed: the CRF stage labels every pixel with its most probable class",
+    "train.flip": "removed: training always flips images horizontally at random",
+    "train.aux_weight": "removed: the auxiliary loss weight is fixed at 0.4 (AUX_WEIGHT, pipeline/learn/losses.py)",
+    "train.ohem_thresh": "removed: the OHEM threshold is fixed at 0.7 (OHEM_THRESH, pipeline/learn/losses.py)",
+}
 
 SECTION_FEEDS = {  # the stages a section's fields feed unless a field says otherwise (_feeds)
     "data": ("coarse", "reference"), "coarse": ("coarse",), "crf": ("crf",), "model": ("train", "full", "reference"),
     "train": ("train", "full", "reference"), "full": ("full",),
-}  # run, rounds_crf (applied through Config.crf_for_round), rounds and ray: only their tagged fields
+}  # run, rounds_crf (applied through Config.crf_for_round), rounds, ray and test_time: only their tagged fields
 
 
 @dataclass(frozen=True)
@@ -224,6 +241,7 @@ class Config:
     rounds: RoundsConfig = RoundsConfig()
     ray: RayConfig = RayConfig()
     full: FullConfig = FullConfig()
+    test_time: TestTimeConfig = TestTimeConfig()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -301,7 +319,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         apply_override(raw, item)
     _check_old_coarse_keys(raw)
-    cfg = build(Config, raw, where="")
+    cfg = build(Config, raw, where="", renamed=RENAMED_KEYS)
     if cfg.data.gt_foreground_value in cfg.data.gt_ignore_values:
         raise ConfigError(f"config key 'data.gt_foreground_value': {cfg.data.gt_foreground_value} is also in "
                           "data.gt_ignore_values, so no foreground pixel would be scored (set data.gt_ignore_values)")

@@ -5,9 +5,11 @@ pieces together:
 
     raw = read_with_base(Path("configs/demo.yaml"))   # child's sections merged over its base's
     apply_override(raw, "train.iterations=50")        # value parsed as YAML
-    cfg = build(Config, raw, where="")                # unknown keys, types, ranges, choices checked
+    cfg = build(Config, raw, where="", renamed=RENAMED_KEYS)   # unknown keys, types, ranges, choices checked
 
-A field's range and choices come from its `metadata` (`{"range": (lo, hi)}`, `{"choices": (...)}`).
+A field's range and choices come from its `metadata` (`{"range": (lo, hi)}`, `{"choices": (...)}`). A key that is
+not a field but is in `renamed` (the project's table of old names) gets that table's message instead of the
+generic unknown-key error, in YAML files and overrides alike (both reach `build` as one mapping).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -82,8 +84,11 @@ def apply_override(raw: dict, item: str) -> None:
         raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
 
 
-def build(cls: type, raw: Any, where: str) -> Any:
-    """Build dataclass `cls` from a dict, checking keys, types, ranges and choices; `where` is the key path."""
+def build(cls: type, raw: Any, where: str, renamed: Mapping[str, str] | None = None) -> Any:
+    """Build dataclass `cls` from a dict, checking keys, types, ranges and choices; `where` is the key path.
+
+    `renamed` maps an old "section.key" to what became of it ("renamed to ..."); such a key raises that message."""
+    renamed = renamed or {}
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -96,19 +101,23 @@ def build(cls: type, raw: Any, where: str) -> Any:
             raise ConfigError(f"config key {f'{where}.' if where else ''}{key!r}: keys must be names (strings), "
                               f"got {type(key).__name__}")
     unknown = sorted(set(raw) - set(fields))
+    for name in unknown:
+        key = f"{where}.{name}" if where else name
+        if key in renamed:
+            raise ConfigError(f"config key '{key}': {renamed[key]}")
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown config key '{key}' (known here: {', '.join(sorted(fields))})")
     values = {}
     for name, value in raw.items():
         path = f"{where}.{name}" if where else name
-        values[name] = _check_value(value, hints[name], fields[name].metadata, path)
+        values[name] = _check_value(value, hints[name], fields[name].metadata, path, renamed)
     return cls(**values)
 
 
-def _check_value(value: Any, hint: Any, meta: Any, path: str) -> Any:
+def _check_value(value: Any, hint: Any, meta: Any, path: str, renamed: Mapping[str, str]) -> Any:
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, path)
+        return build(hint, value, path, renamed)
     origin = typing.get_origin(hint)
     if origin is tuple:
         args = typing.get_args(hint)

@@ -147,8 +147,7 @@ def refine_mask(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray | lis
                 keep_ignore: bool = True) -> np.ndarray:
     """Refined uint8 mask from a hard mask (255 = ignore) over `class_ids`, each label trusted with HARD_LABEL_PROB.
 
-    Ignore pixels stay 255 with `keep_ignore`, else the CRF labels them. `cfg.confidence` is not applied
-    here (a hard unary has no calibrated confidence); use `refine_probs` + `confident_argmax` for that.
+    Ignore pixels stay 255 with `keep_ignore`, else the CRF labels them.
     """
     class_ids = np.asarray(class_ids, np.int64)
     probs = mask_to_probs(mask, class_ids, HARD_LABEL_PROB)

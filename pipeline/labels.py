@@ -28,10 +28,6 @@ def soft_to_mask(probs: np.ndarray, class_ids: np.ndarray, fg_threshold: float, 
     return mask
 
 
-def confident_argmax(probs: np.ndarray, class_ids: np.ndarray, confidence: float) -> np.ndarray:
-    """Arg-max class per pixel; pixels whose top probability is below `confidence` become ignore (255)."""
-    top = np.argmax(probs, axis=0)
-    mask = np.asarray(class_ids)[top].astype(np.uint8)
-    if confidence > 0:
-        mask[np.take_along_axis(probs, top[None], 0)[0] < confidence] = IGNORE
-    return mask
+def class_argmax(probs: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """The class id of the most probable row of a soft map [K, H, W] over `class_ids`, per pixel (uint8)."""
+    return np.asarray(class_ids)[np.argmax(probs, axis=0)].astype(np.uint8)

@@ -5,8 +5,8 @@
 
 For each record still pending in `dst` (no `dst/<stem>.png` yet, so a killed run resumes per image) one task reads
 the image and `src/<stem>.npz`, refines it with `pipeline.crf.refine_probs`, and writes `dst/<stem>.npz` (the CRF's
-marginals over the same class ids) and then `dst/<stem>.png` (`confident_argmax` with `crf.confidence`; pixels that
-were 255 in `src/<stem>.png` stay 255). Without `src/<stem>.npz` the hard mask
+marginals over the same class ids) and then `dst/<stem>.png` (the arg-max class; pixels that were 255 in
+`src/<stem>.png` stay 255). Without `src/<stem>.npz` the hard mask
 `src/<stem>.png` is refined instead, trusted with pipeline.crf.HARD_LABEL_PROB, over background + the image's label + any class
 present. Tasks receive only paths and the CRFConfig; `pipeline.orchestration.parallel.stream_tasks` bounds the tasks in flight,
 declares `ray.task_memory_mb` per task, retries dead workers and prints progress.
@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.config import CRFConfig
 from pipeline.crf import HARD_LABEL_PROB, mask_to_probs, refine_probs
 from pipeline.io import IGNORE, atomic_write_bytes, load_mask, load_probs, read_image, save_mask, save_probs
-from pipeline.labels import confident_argmax
+from pipeline.labels import class_argmax
 from pipeline.orchestration.parallel import stream_tasks
 from pipeline.stage import StageContext, pending
 
@@ -89,8 +89,8 @@ def refine_one(job: CRFJob) -> dict:
         refined = refine_probs(image, probs, job.crf)
     except ValueError as err:
         raise ValueError(f"{job.image}: {err}") from None
-    mask = confident_argmax(refined, class_ids, job.crf.confidence)
-    before = np.asarray(class_ids)[np.argmax(probs, axis=0)].astype(np.uint8)
+    mask = class_argmax(refined, class_ids)
+    before = class_argmax(probs, class_ids)
     if source_mask is not None:  # ignore stays ignore
         mask[source_mask == IGNORE] = IGNORE
         before[source_mask == IGNORE] = IGNORE

@@ -6,10 +6,10 @@
 Writes to <run.root>/<run.name>/full/: last.pt (resumable: rerunning continues), best.pt (best val mIoU
 during training, on the first `full.val_max_images` val images), model.pt, log.csv, and metrics.json: the final
 evaluation of best.pt (or model.pt when no validation ran) on the whole val split with the test-time options
-(`full.eval_scales`, `full.eval_flip`, `full.eval_window`), scored at the original mask resolution.
+(`test_time.scales`, `test_time.flip`, `full.eval_window`), scored at the original mask resolution.
 
 Images are resized by `full.input_scale` before cropping (training) and before inference (evaluation); predictions
-are upsampled back, so the score is always at full resolution. `full.num_workers > 1` or `full.use_gpu` trains with
+are upsampled back, so the score is always at full resolution. `full.train_workers > 1` or `full.use_gpu` trains with
 Ray Train (pipeline.learn.distributed) on the Ray cluster of `ray_session(cfg.ray)`. The training and the loading of
 the evaluated weights are pipeline.learn.supervised's, which the weak run's full reference (stages/reference.py)
 trains with too.
@@ -43,8 +43,7 @@ def make_train_set(cfg: Config, mean: tuple, std: tuple) -> SegPairs:
 def score(model: nn.Module, pairs: SegPairs, cfg: Config, device: str, test_time: bool) -> dict:
     """Evaluate at full resolution; `test_time` adds the configured scales/flip/sliding window."""
     f = cfg.full
-    options = dict(scales=f.eval_scales, flip=f.eval_flip, window=f.eval_window) \
-        if test_time else {}
+    options = dict(scales=cfg.test_time.scales, flip=cfg.test_time.flip, window=f.eval_window) if test_time else {}
     return evaluate(model, pairs.eval_pairs(), pairs.num_classes, pairs.class_names, device=device,
                     input_scale=f.input_scale, **options)
 
@@ -64,11 +63,11 @@ def run(cfg: Config, validate: bool = True) -> dict:
     val_set = open_dataset(cfg.full, cfg.full.val_split)
     num_classes = train_set.num_classes
     device = str(resolve_device("cuda" if cfg.full.use_gpu else "auto"))
-    distributed = cfg.full.num_workers > 1 or cfg.full.use_gpu
+    distributed = cfg.full.train_workers > 1 or cfg.full.use_gpu
     start = time.time()
     with ray_session(cfg.ray) if distributed else contextlib.nullcontext():  # Ray Train needs a cluster
         train_supervised(cfg, num_classes, partial(make_train_set, cfg), out_dir, device=device,
-                         workers=cfg.full.num_workers, use_gpu=cfg.full.use_gpu,
+                         workers=cfg.full.train_workers, use_gpu=cfg.full.use_gpu,
                          make_val_fn=partial(make_val_fn, cfg) if validate else None)
     train_s = time.time() - start
 

@@ -2,8 +2,8 @@
 
     summary = run(ctx, src=run_dir / "round1" / "train", dst=run_dir / "round1" / "predict")   # ctx.round == 1
 
-Every record still pending in `dst` gets `dst/<stem>.npz` (softmax probabilities averaged over `rounds.scales` and,
-with `rounds.flip`, the mirrored image) and then `dst/<stem>.png` (the pseudo-label, arg-max). The work is a sharded
+Every record still pending in `dst` gets `dst/<stem>.npz` (softmax probabilities averaged over `test_time.scales` and,
+with `test_time.flip`, the mirrored image) and then `dst/<stem>.png` (the pseudo-label, arg-max). The work is a sharded
 pass (`pipeline.orchestration.sharded`): CPU tasks decode the images (`read_images`), actors holding `src/model.pt`
 on every GPU of the cluster (or on CPUs) predict them one image per forward pass (`Predictor`), CPU tasks turn the
 probabilities into the stored labels and write them (`write_predictions`); without Ray the same three steps run in
@@ -34,7 +34,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.io import IGNORE, load_mask, load_probs, read_image, save_mask, save_probs
-from pipeline.labels import confident_argmax
+from pipeline.labels import class_argmax
 from pipeline.orchestration.sharded import (Batch, InferencePass, batch_records, replace_columns,
                                             run_inference)
 from pipeline.stage import Record, StageContext, network_outputs, pending, training_labels
@@ -99,7 +99,7 @@ class Labels:
 
 def pseudo_label(soft: np.ndarray, class_ids: np.ndarray, dropped: np.ndarray) -> np.ndarray:
     """Arg-max class id per pixel, 255 where `dropped` (an unlabelled class won there)."""
-    mask = confident_argmax(soft, class_ids, 0.0)
+    mask = class_argmax(soft, class_ids)
     mask[dropped] = IGNORE
     return mask
 
@@ -145,7 +145,7 @@ def read_images(batch: Batch, max_pixels: int) -> Batch:
 
 class Predictor:
     """Device step: the round's network (loaded once per actor), one image per forward pass (so an image's map never
-    depends on the other images of its batch), softmax averaged over `rounds.scales` and flips."""
+    depends on the other images of its batch), softmax averaged over `test_time.scales` and flips."""
 
     def __init__(self, cfg: Config, num_classes: int, src: str):
         import torch
@@ -161,7 +161,7 @@ class Predictor:
     def __call__(self, batch: Batch) -> Batch:
         from pipeline.learn.inference import predict_probs
 
-        probs = [predict_probs(self.model, image, scales=self.cfg.rounds.scales, flip=self.cfg.rounds.flip,
+        probs = [predict_probs(self.model, image, scales=self.cfg.test_time.scales, flip=self.cfg.test_time.flip,
                                device=self.device) for image in batch["image"]]
         return replace_columns(batch, "image", probs=probs)
 

@@ -55,7 +55,8 @@ def round_dataset(cfg: Config, records: Sequence[Record], num_classes: int, src:
     from pipeline.data.transforms import TrainTransform
     from pipeline.data.weak import PseudoLabelDataset
 
-    transform = TrainTransform(cfg.train.crop, cfg.train.scale_range, cfg.train.flip, cfg.train.jitter, mean, std)
+    t = cfg.train
+    transform = TrainTransform(t.crop, t.scale_range, True, t.jitter, mean, std)  # True: random flips
     return PseudoLabelDataset(records, Path(src), transform, cfg.data.max_pixels, num_classes=num_classes,
                               foreground_only=cfg.rounds.foreground_network)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import orchestrate
-from pipeline.config import DataConfig
+from pipeline.config import RENAMED_KEYS, DataConfig
 from pipeline.data.demo import ensure_demo
 from pipeline.metrics import read_per_image
 from pipeline.io import load_mask, save_mask
@@ -25,6 +25,17 @@ def test_unknown_config_key_exits_2_naming_it(tmp_path, capsys):
     assert "'train.iterashuns'" in capsys.readouterr().err
     assert orchestrate.main(["run", "--config", str(ROOT / "configs" / "demo.yaml"), "--set", "crf.sxy=3"]) == 2
     assert "'crf.sxy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old", sorted(RENAMED_KEYS))
+def test_old_key_exits_2_with_one_line_naming_the_new_one(tmp_path, capsys, old):
+    section, key = old.split(".")
+    config = tmp_path / "old.yaml"
+    config.write_text(f"base: {ROOT / 'configs' / 'base.yaml'}\n{section}:\n  {key}: 1\n")
+    for argv in (["run", "--config", str(config)], ["full", "--config", str(ROOT / "configs" / "base.yaml"),
+                                                     "--set", f"{old}=1"]):
+        assert orchestrate.main(argv) == 2
+        assert capsys.readouterr().err == f"error: config key '{old}': {RENAMED_KEYS[old]}\n"
 
 
 def test_labels_file_naming_a_missing_image_exits_2_naming_it(tmp_path, capsys):

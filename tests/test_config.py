@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import RENAMED_KEYS, Config, ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -77,6 +77,28 @@ def test_bad_override_names_the_key():
         load_config(None, ["rounds.count"])
 
 
+@pytest.mark.parametrize("old", sorted(RENAMED_KEYS))
+def test_old_key_names_what_became_of_it_in_files_and_overrides(tmp_path, old):
+    section, key = old.split(".")
+    expected = f"config key '{old}': {RENAMED_KEYS[old]}"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path / "old.yaml", f"{section}:\n  {key}: 1\n"))
+    assert str(err.value) == expected
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "base.yaml", [f"{old}=1"])
+    assert str(err.value) == expected
+
+
+def test_renamed_keys_are_gone_and_name_keys_that_exist():
+    cfg = Config()
+    fields = {f"{s.name}.{f.name}" for s in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, s.name))}
+    for old, message in RENAMED_KEYS.items():
+        assert old not in fields, old
+        assert "\n" not in message and message.startswith(("renamed to ", "moved to ", "removed: ")), message
+        if not message.startswith("removed: "):
+            assert message.split()[2] in fields, message
+
+
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().train.lr = 1.0  # type: ignore[misc]
@@ -98,8 +120,9 @@ def test_keys_feeding_follow_the_field_metadata():
     assert "train.log_every" not in train and "train.checkpoint_every" not in train  # never change the weights
     assert "rounds.lr_decay" not in train and "rounds.lr_decay" in cfg.keys_feeding("train", round_=2)
     predict = cfg.keys_feeding("predict", round_=2)
-    assert set(predict) == {"rounds.foreground_network", "rounds.scales", "rounds.flip", "rounds.ensemble",
+    assert set(predict) == {"rounds.foreground_network", "test_time.scales", "test_time.flip", "rounds.ensemble",
                             "rounds.reset_iou", "rounds.keep_other_classes_from"}
+    assert {"test_time.scales", "test_time.flip", "full.eval_window"} <= set(cfg.keys_feeding("full"))
     assert "rounds.ensemble" not in cfg.keys_feeding("predict", round_=1)  # round 1 has nothing to average
     assert set(cfg.keys_feeding("score")) == {"data.masks", "data.gt_foreground_value", "data.gt_ignore_values"}
     assert "data.masks" not in cfg.keys_feeding("coarse") and "data.root" in cfg.keys_feeding("coarse")

@@ -105,17 +105,6 @@ def test_disabled_copies_through(tmp_path):
     assert not (dst / "im2.npz").exists()  # the hard-mask-only image has no soft map to copy
 
 
-def test_confidence(tmp_path):
-    records, _, src = make_inputs(tmp_path, n=2)
-    dst = tmp_path / "out"
-    crf_stage.run(context(records, tmp_path, ray_enabled=False, confidence=1.0), src, dst)
-    mask = load_mask(dst / "im0.png")
-    probs, _ = load_probs(dst / "im0.npz")
-    assert (mask[probs.max(0) < 1.0] == IGNORE).all()  # quantised marginals below 1 become ignore
-    crf_stage.run(context(records, tmp_path, ray_enabled=False), src, tmp_path / "out2")
-    assert (load_mask(tmp_path / "out2" / "im0.png") != IGNORE).mean() > (mask != IGNORE).mean()
-
-
 def test_missing_source_raises_naming_file(tmp_path):
     records, _, src = make_inputs(tmp_path, n=2)
     (src / "im0.npz").unlink()

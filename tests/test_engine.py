@@ -61,7 +61,7 @@ class ColourSquares:
 
 def small_cfg(**kw) -> TrainConfig:
     base = dict(iterations=6, batch_size=2, crop=(16, 16), lr=0.01, warmup_iters=2, checkpoint_every=3,
-                log_every=2, aux_weight=0.4)
+                log_every=2)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -176,7 +176,7 @@ def test_full_stage_trains_and_evaluates_a_folder_dataset(tmp_path):
     overrides = [f"run.root={tmp_path / 'runs'}", "run.name=t", "full.dataset=folder", f"full.root={tmp_path / 'data'}",
                  "full.folder_classes=2", "model.pretrained=none", "model.width=16", "train.iterations=2",
                  "train.batch_size=2", "train.crop=[32,32]", "train.checkpoint_every=2",
-                 "full.eval_flip=true", "full.eval_window=24"]
+                 "test_time.flip=true", "full.eval_window=24"]
     config = Path(__file__).resolve().parent.parent / "configs" / "full_camvid.yaml"
     summary = run(load_config(config, overrides=overrides))
     out = tmp_path / "runs" / "t" / "full"

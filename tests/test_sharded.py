@@ -51,7 +51,7 @@ def test_sharded_predict_writes_the_serial_bytes_and_resumes_per_image(tmp_path,
     data = load_weak_dataset(cfg.data)
     outputs = {}
     for enabled in (False, True):
-        run_cfg = with_ray(cfg, enabled, actors=2, inference_batch=3)  # 4 images: batches of 3 and 1; 1 thread each
+        run_cfg = with_ray(cfg, enabled, actors=2, images_per_call=3)  # 4 images: batches of 3 and 1; 1 thread each
         ctx = StageContext(cfg=run_cfg, records=data.records, classes=CLASSES, run_dir=run_dir, round=1)
         out = tmp_path / f"predict_{enabled}"
         summary = predict.run(ctx, run_dir / "round1" / "train", out)
@@ -70,7 +70,7 @@ def test_sharded_predict_writes_the_serial_bytes_and_resumes_per_image(tmp_path,
 @pytest.mark.slow
 def test_sharded_ddt_maps_equal_serial(tmp_path, ray_cluster):
     records = tiny_images(tmp_path)  # labels 1, 1, 1, 2, 2, 3: three groups, one of a single image
-    cfg = load_config(overrides=["coarse.method=ddt", "coarse.image_side=128", "ray.actors=2", "ray.inference_batch=2"])
+    cfg = load_config(overrides=["coarse.method=ddt", "coarse.image_side=128", "ray.actors=2", "ray.images_per_call=2"])
     outputs = {}
     for enabled in (False, True):  # pass 1: one task per label group; pass 2: read -> actor -> write
         ctx = StageContext(cfg=with_ray(cfg, enabled), records=tuple(records), classes=("background", "a", "b", "c"),

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pipeline.config import Config, ConfigError, ModelConfig, build
+from pipeline.config import RENAMED_KEYS, Config, ConfigError, ModelConfig, build
 from pipeline.io import read_json
 from pipeline.models import build_model
 from pipeline.stage import network_classes, stage_done
@@ -39,7 +39,7 @@ def read_run(run_dir: Path) -> tuple[Config, tuple[str, ...], dict]:
         raise RunError(f"{path}: not found, so {run_dir} is not a run directory (run `coarse2fine run` first)")
     try:
         raw = read_json(path)
-        cfg = build(Config, raw["config"], "")
+        cfg = build(Config, raw["config"], "", renamed=RENAMED_KEYS)
         classes = tuple(str(c) for c in raw["classes"])
     except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError and ConfigError are ValueErrors
         if isinstance(err, ConfigError):  # e.g. a key a later version removed

@@ -12,12 +12,9 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from pipeline.config import DataConfig
+from pipeline.data import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(ValueError):
-    """The data set on disk is not usable; the message names the file and says why."""
 
 
 def read_labels_csv(path: Path) -> Iterator[tuple[str, str, int]]:

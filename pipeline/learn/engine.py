@@ -15,7 +15,7 @@ Outputs in `out_dir`: `last.pt` every `checkpoint_every` iterations (model, opti
 iteration, best score; loadable with `torch.load(weights_only=True)`), `best.pt` (weights with the best validation
 mIoU when `val_fn` is given), `model.pt` (final weights, written last), `log.csv`, TensorBoard events if available.
 
-Loss: pipeline.learn.losses.SegLoss (cross-entropy or OHEM, ignore 255, + aux_weight x auxiliary head).
+Loss: pipeline.learn.losses.SegLoss (cross-entropy or OHEM, ignore 255, + AUX_WEIGHT x auxiliary head).
 Mixed precision and memory format: bf16 autocast (`train.amp`) and channels_last (`train.channels_last`) on CUDA
 only (`cuda`), on every device (`always`: pays on CPUs with AVX512-BF16 or AMX), or never (`off`). bf16 needs no
 loss scaling. Weight decay is not applied to 1-D parameters (norm weights, biases), as in timm / torchvision refs.
@@ -198,7 +198,7 @@ def train_model(model: nn.Module, dataset: Any, cfg: TrainConfig, out_dir: Path,
     my_samples = range(start * per_step + rank, cfg.iterations * per_step, world_size)  # this worker's shard
     loader = torch.utils.data.DataLoader(
         samples, batch_size=cfg.batch_size, sampler=my_samples,
-        num_workers=cfg.num_workers, pin_memory=on_cuda, drop_last=False,
+        num_workers=cfg.loader_workers, pin_memory=on_cuda, drop_last=False,
         generator=torch.Generator().manual_seed(seed))  # own generator: the global torch RNG stays untouched
     batches = iter(loader)
     model.train()

@@ -4,9 +4,9 @@
     loss = loss_fn(model(x), target)             # target: long [B, H, W], 255 = ignore
 
 - OHEM follows the common OhemCrossEntropy (HRNet/OCRNet code): among non-ignored pixels, take the softmax
-  probability of the true class; the threshold is max(ohem_thresh, the ohem_min_kept-th smallest such
-  probability); the loss is the mean cross-entropy of the pixels whose probability is below (or at) the threshold.
-  So at least ohem_min_kept pixels (or all of them, if fewer) are always kept.
+  probability of the true class; the threshold is max(ohem_thresh (OHEM_THRESH in training), the
+  ohem_min_kept-th smallest such probability); the loss is the mean cross-entropy of the pixels whose probability
+  is below (or at) the threshold. So at least ohem_min_kept pixels (or all of them, if fewer) are always kept.
 - Assumption: OHEM applies to the main output only; the auxiliary head uses plain cross-entropy (it is a
   regulariser, and mining on its coarser predictions would pick different pixels).
 - A batch with no labelled pixel gives a zero loss that still depends on the logits (no NaN, backward works).
@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from pipeline.config import TrainConfig
 
 IGNORE_INDEX = 255  # pipeline.io.IGNORE
+# Fixed to the one value every config used (they were config keys until no config varied them):
+AUX_WEIGHT = 0.4  # weight of the auxiliary head's loss (PSPNet's)
+OHEM_THRESH = 0.7  # OHEM keeps the pixels whose true-class probability is below this (HRNet/OCRNet's)
 
 
 def _plain_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -47,9 +50,9 @@ class SegLoss:
     def __init__(self, aux_weight: float, ohem: bool, ohem_thresh: float, ohem_min_kept: int,
                  ignore_index: int = IGNORE_INDEX):
         if aux_weight < 0:
-            raise ValueError(f"train.aux_weight: {aux_weight} must be >= 0")
+            raise ValueError(f"aux_weight: {aux_weight} must be >= 0")
         if not 0.0 <= ohem_thresh <= 1.0:
-            raise ValueError(f"train.ohem_thresh: {ohem_thresh} must be in [0, 1]")
+            raise ValueError(f"ohem_thresh: {ohem_thresh} must be in [0, 1]")
         if ohem_min_kept < 1:
             raise ValueError(f"train.ohem_min_kept: {ohem_min_kept} must be >= 1")
         self.aux_weight = aux_weight
@@ -61,7 +64,7 @@ class SegLoss:
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> "SegLoss":
         """The loss `cfg` (train.*) asks for: the training engine's and the benchmarks' single source."""
-        return cls(cfg.aux_weight, cfg.ohem, cfg.ohem_thresh, cfg.ohem_min_kept)
+        return cls(AUX_WEIGHT, cfg.ohem, OHEM_THRESH, cfg.ohem_min_kept)
 
     def __call__(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         logits = outputs["out"]

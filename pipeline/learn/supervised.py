@@ -43,8 +43,9 @@ def seeded_model(cfg: Config, num_outputs: int) -> nn.Module:
 
 
 def augmentation(train: TrainConfig, mean: tuple, std: tuple) -> TrainTransform:
-    """The training augmentation of `train` (crop, scale_range, flip, jitter), normalising with mean / std."""
-    return TrainTransform(train.crop, train.scale_range, train.flip, train.jitter, mean, std)
+    """The training augmentation of `train` (crop, scale_range, jitter; always random flips), normalised with mean /
+    std."""
+    return TrainTransform(train.crop, train.scale_range, True, train.jitter, mean, std)
 
 
 def train_supervised(cfg: Config, num_outputs: int, make_train_set: MakeTrainSet, out_dir: Path, *,

