@@ -5,7 +5,8 @@
     coarse2fine run --config configs/grabcut.yaml --address auto --set rounds.count=3
     coarse2fine evaluate --config configs/grabcut.yaml --pred runs/grabcut/crf --gallery 4   # score a folder
     coarse2fine status runs/demo                                # done / partial / missing per stage, scores so far
-    coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --scales 0.75,1 --flip
+    coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --crf   # run's test_time + its CRF
+    coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --scales 0.75,1 --no-flip
     coarse2fine predict --run runs/demo --images my_photos --out my_photos_seg --skip-bad   # list unreadable, go on
     coarse2fine export --run runs/demo --out runs/demo/export --size 256 256   # TorchScript + ONNX, checked
     coarse2fine compare --config configs/demo.yaml              # weak vs full supervision: runs/demo/compare/
@@ -112,16 +113,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.learn.engine import resolve_device
-    from pipeline.commands.predict_images import predict_folder
-    from pipeline.commands.trained import load_run_model
+    from pipeline.commands.predict_images import predict_folder, prediction_settings
+    from pipeline.commands.trained import finished_rounds, load_run_model
 
     from pipeline.io import ImageError
 
-    model, classes, _ = load_run_model(Path(args.run), args.round)
+    model, classes, cfg = load_run_model(Path(args.run), args.round)
+    scales, flip = prediction_settings(cfg, args.scales, args.flip)  # the run's own unless flags are given
+    round_ = args.round or finished_rounds(Path(args.run))[-1]
+    crf = cfg.crf_for_round(round_) if args.crf else None  # the rounds' CRF (rounds_crf's kernel)
     device = resolve_device(args.device)
     try:
-        summary = predict_folder(model.to(device), classes, Path(args.images), Path(args.out), scales=args.scales,
-                                 flip=args.flip, device=str(device), window=args.window, skip_bad=args.skip_bad)
+        summary = predict_folder(model.to(device), classes, Path(args.images), Path(args.out), scales=scales,
+                                 flip=flip, device=str(device), window=args.window, skip_bad=args.skip_bad, crf=crf)
     except ImageError as err:  # without --skip-bad, the first unreadable image stops the command
         raise UsageError(f"{err} (--skip-bad lists unreadable images and segments the others)") from None
     except (FileNotFoundError, ValueError) as err:  # no images / two inputs mapping to one output name
@@ -145,17 +149,29 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pipeline.commands.report import compare_report
     from pipeline.io import read_json
-    from pipeline.orchestration.runner import run_reference
+    from pipeline.orchestration.reference_run import run_reference
+    from pipeline.stage import HOLDOUT_METRICS
     from stages import WEAK_STAGES
 
     if args.full_iterations is not None:  # an override like any other: checked, and part of the reference's hash
         args.set = [*(args.set or []), f"train.iterations={args.full_iterations}"]
     cfg = _config(args)
-    run_reference(cfg, WEAK_STAGES)  # steps full_reference and compare of the finished weak run
+    run_reference(cfg, WEAK_STAGES)  # the direct pipeline on held-out photos, full_reference and compare
     report = compare_report(Path(cfg.run.root) / cfg.run.name)
     weak, full = read_json(report.parent / "weak_metrics.json"), read_json(report.parent / "full_metrics.json")
     print(f"weak mIoU {weak['miou']:.4f}  full mIoU {full['miou']:.4f}  "
-          f"(weak = {100 * weak['miou'] / max(full['miou'], 1e-12):.1f}% of full)\nreport: {report}")
+          f"(weak = {100 * weak['miou'] / max(full['miou'], 1e-12):.1f}% of full)")
+    if (report.parent / HOLDOUT_METRICS).is_file():
+        held = read_json(report.parent / HOLDOUT_METRICS)
+
+        def fg(scores: dict) -> str:
+            return "-" if scores.get("fg_jaccard") is None else f"{scores['fg_jaccard']:.4f}"
+
+        print(f"fg Jaccard       training photos  held out ({held['images']} photos)")
+        print(f"weak network     {fg(weak):>15}  {fg(held['weak']):>10}")
+        print(f"full network     {fg(full):>15}  {fg(held['full']):>10}")
+        print(f"pipeline (no network)  {'-':>9}  {fg(held['pipeline']):>10}")
+    print(f"report: {report}")
     return 0
 
 
@@ -218,8 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_run(sub.add_parser("predict", help="segment a folder of your own images with a run's network"))
     p.add_argument("--images", required=True, help="folder of images (sub-folders included)")
-    p.add_argument("--scales", type=_floats, default=(1.0,), help="test-time scales, comma-separated (default 1)")
-    p.add_argument("--flip", action="store_true", help="add horizontally flipped predictions")
+    p.add_argument("--scales", type=_floats, help="test-time scales, comma-separated (default: the run's "
+                   "test_time.scales)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                   help="add horizontally flipped predictions (default: the run's test_time.flip)")
+    p.add_argument("--crf", action="store_true",
+                   help="refine the predictions with the dense CRF of the run's rounds (crf with rounds_crf's kernel)")
     p.add_argument("--window", type=int, default=0, help="sliding-window size in px for large images; 0 = whole")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--skip-bad", action="store_true",

@@ -31,7 +31,9 @@ def _choices(*options: str, **kw: Any) -> dict:
 
 def _feeds(*stages: str, from_round: int = 0, **kw: Any) -> dict:
     """Field metadata: the stages whose outputs this field changes (their hashes include it), from round
-    `from_round` on. Without it a field feeds its section's stages (SECTION_FEEDS); `_feeds()` feeds none."""
+    `from_round` on. Without it a field feeds its section's stages (SECTION_FEEDS); `_feeds()` feeds none.
+    `unset=<value>` (a key added later): while the field holds that value it is left out of the hashes, so the
+    stages of runs made before the key existed keep their hashes."""
     return {"feeds": stages, "from_round": from_round, **kw}
 
 
@@ -65,6 +67,10 @@ class DataConfig:
     max_pixels: int = field(default=40_000_000, metadata=_range(1))  # refuse larger images (memory guard)
     on_bad_image: str = field(default="error", metadata=_choices("error", "skip"))  # skip: list it in the run report
     demo_images: int = field(default=60, metadata=_range(6, 10_000))  # demo: number of training images
+    # photos no training stage sees, scored after each round (round<k>/holdout): "" = none; a number in (0, 1) = that
+    # share of the images, chosen by a hash of each image id; else a folder laid out like root, relative to root
+    # (pipeline/data/holdout.py)
+    holdout: str = field(default="", metadata=_feeds("coarse", "reference", "holdout", "compare", unset=""))
 
 
 @dataclass(frozen=True)
@@ -156,13 +162,13 @@ class RoundsConfig:
     # round k trains at train.lr x lr_decay^(k-1); 1 = same lr every round
     lr_decay: float = field(default=1.0, metadata=_range(0.01, 1.0, **_feeds("train", from_round=2)))
     # the network learns foreground vs background; each image's label names its foreground
-    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict", "reference"))
+    foreground_network: bool = field(default=False, metadata=_feeds("train", "predict", "holdout", "reference"))
     # round k's soft map is the mean of rounds 1..k's
     ensemble: bool = field(default=False, metadata=_feeds("predict", from_round=2))
     # an image whose prediction overlaps its first labels with IoU below this starts over from its coarse map; 0 = off
     reset_iou: float = field(default=0.0, metadata=_range(0.0, 1.0, **_feeds("predict")))
     # from this round on, a class the image is not labelled with stays where the network finds it; 0 = never
-    keep_other_classes_from: int = field(default=0, metadata=_range(0, **_feeds("predict")))
+    keep_other_classes_from: int = field(default=0, metadata=_range(0, **_feeds("predict", "holdout")))
 
 
 @dataclass(frozen=True)
@@ -203,8 +209,9 @@ class TestTimeConfig:
     """How every prediction of a trained network is made: the rounds' predict stage and full supervision's
     evaluation. Probabilities are averaged over the scales and, with flip, the mirror images."""
     # test-time scales (full: relative to full.input_scale)
-    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict", "full"))
-    flip: bool = field(default=True, metadata=_feeds("predict", "full"))  # add horizontally flipped predictions
+    scales: tuple[float, ...] = field(default=(1.0,), metadata=_feeds("predict", "holdout", "full"))
+    # add horizontally flipped predictions
+    flip: bool = field(default=True, metadata=_feeds("predict", "holdout", "full"))
 
 
 # Keys that were renamed, moved or removed: the loader (pipeline.config_io.build) answers an old "section.key", in a
@@ -261,6 +268,8 @@ class Config:
                 feeds = f.metadata.get("feeds", SECTION_FEEDS.get(section.name, ()))
                 if stage in feeds and round_ >= f.metadata.get("from_round", 0):
                     value = getattr(values, f.name)
+                    if "unset" in f.metadata and value == f.metadata["unset"]:
+                        continue
                     # a file the stage reads: its content counts, so editing it reruns the stage
                     keys[f"{section.name}.{f.name}"] = _file_digest(value) if f.metadata.get("file") and value else value
         return keys
@@ -311,6 +320,29 @@ def _check_coarse_methods(cfg: CoarseConfig) -> None:
                           "classes, so it needs cam in coarse.evidence and coarse.cam_imagenet_classes set")
 
 
+def _holdout_as_text(raw: dict) -> None:
+    """`data.holdout: 0.33` (a YAML number) is kept as the text "0.33": the key holds a share or a folder."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("holdout"), (int, float)) and not isinstance(data["holdout"],
+                                                                                                bool):
+        data["holdout"] = repr(data["holdout"])
+
+
+def holdout_spec(value: str) -> float | Path | None:
+    """What `data.holdout` names: None (""), a share of the images (a number in (0, 1)) or a folder (anything else).
+    A number outside (0, 1) raises ConfigError naming the key."""
+    if not value:
+        return None
+    try:
+        share = float(value)
+    except ValueError:
+        return Path(value)
+    if not 0.0 < share < 1.0:
+        raise ConfigError(f"config key 'data.holdout': {value!r} is a number, so it must be a share of the images "
+                          "in (0, 1) (or name a folder of held-out photos)")
+    return share
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read YAML (with one optional `base:`), apply `a.b=c` overrides, validate and build a frozen Config."""
     raw: dict = {}
@@ -319,6 +351,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         apply_override(raw, item)
     _check_old_coarse_keys(raw)
+    _holdout_as_text(raw)
     cfg = build(Config, raw, where="", renamed=RENAMED_KEYS)
     if cfg.data.gt_foreground_value in cfg.data.gt_ignore_values:
         raise ConfigError(f"config key 'data.gt_foreground_value': {cfg.data.gt_foreground_value} is also in "
@@ -327,5 +360,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError("config key 'coarse.cam_imagenet_classes': names ImageNet classes for the ImageNet "
                           f"classifier, so it needs coarse.cam_epochs: 0 (got {cfg.coarse.cam_epochs})")
     _check_coarse_methods(cfg.coarse)
+    holdout_spec(cfg.data.holdout)  # a ConfigError naming data.holdout when it is neither "", a share nor a path
     return cfg
 

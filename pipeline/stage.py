@@ -36,6 +36,8 @@ class StageContext:
     classes: tuple[str, ...]  # classes[0] == "background"
     run_dir: Path
     round: int = 0  # 0 before the recursive rounds, k inside round k
+    holdout: Sequence[Record] = ()  # the held-out photos (data.holdout, pipeline/data/holdout.py): no training stage
+    # reads them; the steps that run on them get them as `records` (pipeline.orchestration.runner.Step.on)
 
 
 FOREGROUND_CLASSES = ("background", "foreground")  # what a `rounds.foreground_network` network predicts
@@ -54,6 +56,14 @@ def network_classes(cfg: Config, classes: tuple[str, ...]) -> tuple[str, ...]:
 
 FULL_REFERENCE = "full_reference"  # folder below the run directory: the full reference (stages/reference.py)
 COMPARE = "compare"  # folder below the run directory: weak and full scores (stages/compare.py) and the report
+HOLDOUT_METRICS = "holdout_metrics.json"  # in the compare folder: the three scores on the held-out photos
+HOLDOUT_COARSE = "holdout/coarse"  # folders below the run directory: the pipeline applied to the held-out photos
+HOLDOUT_CRF = "holdout/crf"  # directly (coarse -> crf, no network), a reference of `coarse2fine compare`
+
+
+def holdout_stage(round_: int) -> str:
+    """Folder (below the run directory) of round `round_`'s network's predictions of the held-out photos."""
+    return f"round{round_}/holdout"
 
 
 def training_labels(round_: int) -> str:

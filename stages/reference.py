@@ -1,7 +1,7 @@
 """Stage `full_reference`: the fully supervised reference of a weak run, what `coarse2fine compare` measures the
 weak network against.
 
-    summary = run(ctx, None, run_dir / "full_reference")   # run by pipeline.orchestration.runner.run_reference
+    summary = run(ctx, None, run_dir / "full_reference")   # run by pipeline.orchestration.reference_run.run_reference
 
 Trains the rounds' network (the same `model:` and `train:` sections, seed `run.seed`) on the weak run's photos that
 have a ground-truth mask, learning the masks in the classes the rounds' network predicts

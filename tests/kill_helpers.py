@@ -28,7 +28,8 @@ from pipeline.io import load_mask, load_probs, read_json
 ROOT = Path(__file__).resolve().parent.parent
 # A tiny demo run (about 10 s without Ray on 2 cores): 8 images, 6 iterations per round with a checkpoint every 2,
 # so a kill when the first last.pt appears leaves 4 iterations still to do.
-TINY = ["data.demo_images=8", "model.width=16", "train.iterations=6", "train.batch_size=2", "train.crop=[64,64]",
+TINY = ["data.demo_images=8", "data.holdout=''", "model.width=16",  # no held-out photos: tests/test_holdout.py
+        "train.iterations=6", "train.batch_size=2", "train.crop=[64,64]",
         "train.checkpoint_every=2", "rounds.count=2", "test_time.flip=false", "ray.num_cpus=2"]
 STEPS = ["coarse", "crf", "round1/train", "round1/predict", "round1/crf", "round2/train", "round2/predict",
          "round2/crf"]

@@ -1,5 +1,5 @@
 """pipeline.commands.report: the HTML report links only to files that exist; gallery order. The full reference
-(stages/reference.py, stages/compare.py through runner.run_reference): trains, resumes, reuses, retrains, scores."""
+(stages/reference.py, stages/compare.py through reference_run.run_reference): trains, resumes, reuses, retrains, scores."""
 from __future__ import annotations
 
 import ast
@@ -21,7 +21,7 @@ from pipeline.commands.report_plots import relative_scores
 from pipeline.commands.trained import RunError
 from pipeline.data.weak import GroundTruthDataset, network_truth
 from pipeline.io import read_json, save_image, save_mask
-from pipeline.orchestration.runner import run_reference
+from pipeline.orchestration.reference_run import run_reference
 from pipeline.stage import Record
 from stages import WEAK_STAGES
 

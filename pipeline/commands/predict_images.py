@@ -15,7 +15,10 @@ Images whose two outputs both exist are skipped (resume after a kill); each file
 unreadable image (empty, truncated, not an image, more than `max_pixels`) raises pipeline.io.ImageError naming it;
 with `skip_bad` it is instead listed in `out/skipped.json` (`[{"file", "reason"}]`, rewritten by every call, so it
 lists what the last call could not read) and on stderr, and the other images are segmented. Prediction is pipeline.learn.inference.predict_probs (softmax
-averaged over `scales` and, with `flip`, horizontal flips; `window` > 0 slides square windows over large images).
+averaged over `scales` and, with `flip`, horizontal flips; `window` > 0 slides square windows over large images);
+with `crf` (a CRFConfig, e.g. the run's `Config.crf_for_round(k)`) the dense CRF (pipeline.crf.refine_probs) refines
+each image's probabilities before the arg-max. `coarse2fine predict --run` takes the run's own `test_time.scales` and
+`test_time.flip` unless flags are given (`prediction_settings`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.config import Config, CRFConfig
+from pipeline.crf import refine_probs
 from pipeline.data.weak_rows import IMAGE_SUFFIXES
 from pipeline.learn.inference import predict_probs
 from pipeline.io import ImageError, palette, read_image, save_image, save_mask, write_json
@@ -73,9 +78,18 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def prediction_settings(cfg: Config, scales: Sequence[float] | None, flip: bool | None) -> tuple[tuple[float, ...],
+                                                                                                bool]:
+    """(scales, flip) a run's network predicts new images with: the run's `test_time` settings, each replaced by
+    the flag the user gave (None: not given)."""
+    return (tuple(cfg.test_time.scales) if scales is None else tuple(scales),
+            cfg.test_time.flip if flip is None else bool(flip))
+
+
 def predict_folder(model: nn.Module, classes: Sequence[str], images: Path, out: Path, *,
                    scales: Sequence[float] = (1.0,), flip: bool = False, device: str = "cpu",
-                   window: int = 0, max_pixels: int = 40_000_000, skip_bad: bool = False) -> dict:
+                   window: int = 0, max_pixels: int = 40_000_000, skip_bad: bool = False,
+                   crf: CRFConfig | None = None) -> dict:
     """Write out/<stem>.png and out/<stem>_overlay.jpg for every image below `images`; see the module docstring.
 
     Returns {"images", "written", "skipped": [{"file", "reason"}] (empty without `skip_bad`), "seconds"}."""
@@ -100,6 +114,8 @@ def predict_folder(model: nn.Module, classes: Sequence[str], images: Path, out: 
             print(f"skipped: {err}", file=sys.stderr, flush=True)
             continue
         probs = predict_probs(model, image, scales=scales, flip=flip, window=window, device=device)
+        if crf is not None:
+            probs = refine_probs(image, probs, crf)
         if probs.shape[0] != len(classes):
             raise ValueError(f"model predicts {probs.shape[0]} classes but {len(classes)} class names were given")
         mask = np.argmax(probs, axis=0).astype(np.uint8)

@@ -6,9 +6,13 @@
 This module renders what the stages wrote; it trains and scores nothing. `coarse2fine compare` first runs the steps
 `full_reference` (stages/reference.py: the same network trained on the ground truth of the weak run's photos) and
 `compare` (stages/compare.py: the last round's weak network and the reference scored alike on those photos) through
-the runner (pipeline.orchestration.runner.run_reference), then calls `compare_report`, which renders
+the runner (pipeline.orchestration.reference_run.run_reference), then calls `compare_report`, which renders
 runs/<name>/compare/weak_metrics.json and full_metrics.json (mIoU, per-class IoU, pixel accuracy, mean per-image
 foreground Jaccard) with `write_report`.
+
+With held-out photos (data.holdout) the compare step also wrote holdout_metrics.json: the weak network, the full
+reference and the pipeline applied to the held-out photos directly (holdout/crf), which the page shows side by side;
+the rounds' `round<k>/holdout` rows are in the stages plot and table like every stage.
 
 `write_report` writes out_dir/report.html (self-contained: inline CSS, no scripts, relative links only) and PNGs
 beside it: stages.png (fg Jaccard and mIoU per stage and round, from scores.json), per_class.png and
@@ -30,7 +34,7 @@ from pipeline.config import Config
 from pipeline.data.weak import DatasetError, load_ground_truth, load_weak_dataset
 from pipeline.io import atomic_write_bytes, load_mask, read_image, read_json
 from pipeline.metrics import read_per_image
-from pipeline.stage import COMPARE, network_classes, stage_done
+from pipeline.stage import COMPARE, HOLDOUT_METRICS, network_classes, stage_done
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -84,8 +88,26 @@ def _gallery(run_dir: Path, cfg: Config, classes: tuple[str, ...], final: dict, 
     return parts
 
 
+def _holdout_section(held: dict, weak: dict, full: dict) -> list[str]:
+    """The held-out table: the weak and full networks on the training and on the held-out photos, and the pipeline
+    applied to the held-out photos directly."""
+    pipeline = held.get("pipeline") or {}
+    rows = [[name, _fmt(train.get("fg_jaccard")), _fmt(test.get("fg_jaccard")), _fmt(train.get("miou")),
+             _fmt(test.get("miou"))]
+            for name, train, test in (("weak network (last round)", weak, held.get("weak") or {}),
+                                      ("full network (ground truth)", full, held.get("full") or {}),
+                                      ("pipeline on the photos (coarse -> crf, no network)", {}, pipeline))]
+    return ["<h2>Held-out photos</h2>",
+            f"<p>{held.get('images', 0)} photos with ground truth that no training stage saw "
+            "(<code>data.holdout</code>). The networks are scored alike (whole image, one scale, no flip); the "
+            "pipeline applied to the held-out photos directly is what labelling new photos gives instead of "
+            "training (its mIoU is over the data set's classes, each photo restricted to its label).</p>",
+            _table(["", "fg Jaccard, training photos", "fg Jaccard, held out", "mIoU, training photos",
+                    "mIoU, held out"], rows)]
+
+
 def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, gallery: int = 4,
-                 weak_metrics: dict | None = None) -> Path:
+                 weak_metrics: dict | None = None, holdout_metrics: dict | None = None) -> Path:
     """Write out_dir/report.html and its PNGs for the run in `weak_run`; returns the HTML path."""
     run_dir, out_dir = Path(weak_run), Path(out_dir)
     cfg, classes, _ = read_run(run_dir)
@@ -96,7 +118,7 @@ def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, ga
     if not rows:
         raise RunError(f"{scores_path}: no scored stages yet: run `coarse2fine run` first")
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = rows[-1]
+    final = [r for r in rows if not r["name"].endswith("/holdout")][-1]  # the last stage on the training photos
     title = f"coarse2fine report: {run_dir.name}"
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{len(classes) - 1} classes, final stage <b>{html.escape(final['name'])}</b>, "
@@ -129,7 +151,10 @@ def write_report(weak_run: Path, out_dir: Path, *, full_metrics: dict | None, ga
                    _fmt((full_metrics.get("per_class_iou") or {}).get(c)), _fmt(rel[c], pct=True)] for c in classes]
         body.append(_table(["", "weak", "full", "weak / full"], table))
         body += [_figure("per_class.png", "per-class IoU"), _figure("weak_vs_full.png", "weak as % of full")]
-    links = [f'<a href="{n}">{n}</a>' for n in ("weak_metrics.json", "full_metrics.json") if (out_dir / n).is_file()]
+    if holdout_metrics is not None:
+        body += _holdout_section(holdout_metrics, weak_metrics or {}, full_metrics or {})
+    links = [f'<a href="{n}">{n}</a>' for n in ("weak_metrics.json", "full_metrics.json", HOLDOUT_METRICS)
+             if (out_dir / n).is_file()]
     if links:
         body.append("<p>Metrics: " + ", ".join(links) + "</p>")
 
@@ -147,5 +172,7 @@ def compare_report(run_dir: Path, gallery: int = 4) -> Path:
     out_dir = Path(run_dir) / COMPARE
     if not stage_done(out_dir):
         raise RunError(f"{out_dir}: no finished comparison (no DONE marker): run `coarse2fine compare` first")
+    held = out_dir / HOLDOUT_METRICS
     return write_report(run_dir, out_dir, full_metrics=read_json(out_dir / "full_metrics.json"),
-                        weak_metrics=read_json(out_dir / "weak_metrics.json"), gallery=gallery)
+                        weak_metrics=read_json(out_dir / "weak_metrics.json"), gallery=gallery,
+                        holdout_metrics=read_json(held) if held.is_file() else None)

@@ -37,17 +37,25 @@ def _num(v: object) -> float:
 
 
 def plot_stages(rows: Sequence[dict], path: Path) -> None:
-    """Foreground Jaccard and mIoU of every scored stage, in run order; rounds shaded alternately."""
+    """Foreground Jaccard and mIoU of every scored stage, in run order; rounds shaded alternately. The rounds'
+    `round<k>/holdout` rows (their networks on the held-out photos) are drawn as markers of their own, not joined to
+    the stages on the training photos."""
     names = [r["name"] for r in rows]
     x = np.arange(len(rows))
+    held = np.array([r["name"].endswith("/holdout") for r in rows], bool)
     fig = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.6))
     ax = fig.add_subplot()
     for k in sorted({int(r.get("round") or 0) for r in rows}):
         idx = [i for i, r in enumerate(rows) if int(r.get("round") or 0) == k]
         if k % 2 == 1:
             ax.axvspan(min(idx) - 0.5, max(idx) + 0.5, color="0.93", zorder=0)
-    ax.plot(x, [_num(r.get("fg_jaccard")) for r in rows], "o-", color=WEAK_COLOUR, label="fg Jaccard")
-    ax.plot(x, [_num(r.get("miou")) for r in rows], "s--", color=FULL_COLOUR, label="mIoU")
+    fg = np.array([_num(r.get("fg_jaccard")) for r in rows])
+    miou = np.array([_num(r.get("miou")) for r in rows])
+    ax.plot(x[~held], fg[~held], "o-", color=WEAK_COLOUR, label="fg Jaccard")
+    ax.plot(x[~held], miou[~held], "s--", color=FULL_COLOUR, label="mIoU")
+    if held.any():
+        ax.plot(x[held], fg[held], "D", color=WEAK_COLOUR, mfc="white", label="fg Jaccard, held out")
+        ax.plot(x[held], miou[held], "D", color=FULL_COLOUR, mfc="white", label="mIoU, held out")
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("score")

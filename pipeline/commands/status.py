@@ -2,8 +2,9 @@
 
     print(format_status(run_status(Path("runs/demo"))))
 
-Stages, in run order: coarse, crf, then round{k}/train, round{k}/predict, round{k}/crf for k = 1 .. max(the run
-config's rounds.count, the highest round folder on disk). A stage is
+Stages, in run order: coarse, crf, then round{k}/train, round{k}/predict, round{k}/crf (and round{k}/holdout, the
+network on the held-out photos, with data.holdout) for k = 1 .. max(the run config's rounds.count, the highest round
+folder on disk). A stage is
     done     its DONE marker exists (the runner writes it last)
     partial  the folder exists without DONE: "N of M images written" counts `<stem>.png` files (per-image stages),
              a train stage reports its last logged iteration of train.iterations (from log.csv)
@@ -18,18 +19,18 @@ import re
 from pathlib import Path
 
 from pipeline.io import read_json
-from pipeline.stage import stage_done
+from pipeline.stage import holdout_stage, stage_done
 from pipeline.commands.trained import RunError, read_run
 
 SCORE_KEYS = ("fg_jaccard", "miou", "pixel_acc", "scored")
 
 
-def _planned(run_dir: Path, rounds: int) -> list[str]:
+def _planned(run_dir: Path, rounds: int, holdout: bool) -> list[str]:
     on_disk = [int(m.group(1)) for d in run_dir.glob("round*") if (m := re.fullmatch(r"round(\d+)", d.name))]
     last = max([rounds, *on_disk])
     names = ["coarse", "crf"]
     for k in range(1, last + 1):
-        names += [f"round{k}/train", f"round{k}/predict", f"round{k}/crf"]
+        names += [f"round{k}/train", f"round{k}/predict", f"round{k}/crf"] + ([holdout_stage(k)] if holdout else [])
     return names
 
 
@@ -56,12 +57,13 @@ def run_status(run_dir: Path) -> dict:
     cfg, classes, raw = read_run(run_dir)
     try:
         expected = int(raw.get("images", 0))
+        held_out = int(raw.get("holdout_images", 0))
     except (TypeError, ValueError):
-        raise RunError(f"{run_dir / 'run.json'}: 'images' must be a number, got {raw.get('images')!r}") from None
+        raise RunError(f"{run_dir / 'run.json'}: 'images' and 'holdout_images' must be numbers") from None
     overall = _read_scores(run_dir / "scores.json") or {}
     rows_by_name = {r.get("name"): r for r in overall.get("stages", []) if isinstance(r, dict)}
     stages = []
-    for name in _planned(run_dir, cfg.rounds.count):
+    for name in _planned(run_dir, cfg.rounds.count, bool(cfg.data.holdout)):
         d = run_dir / name
         is_train = name.endswith("/train")
         state = "done" if stage_done(d) else "partial" if d.is_dir() else "missing"
@@ -70,12 +72,13 @@ def run_status(run_dir: Path) -> dict:
             row.update(unit="iterations", expected=cfg.train.iterations,
                        written=cfg.train.iterations if state == "done" else _last_iteration(d / "log.csv"))
         else:
-            row.update(unit="images", expected=expected,
+            row.update(unit="images", expected=held_out if name.endswith("/holdout") else expected,
                        written=sum(1 for p in d.glob("*.png") if not p.name.startswith(".")) if d.is_dir() else 0)
         scores = _read_scores(d / "scores.json") or rows_by_name.get(name) or {}
         row.update({k: scores.get(k) for k in SCORE_KEYS})
         stages.append(row)
     return {"run": run_dir.name, "dir": str(run_dir), "classes": list(classes), "images": expected,
+            "holdout_images": held_out,
             "skipped": len(raw.get("skipped") or []), "rounds": cfg.rounds.count, "stages": stages}
 
 
@@ -85,7 +88,9 @@ def format_status(status: dict) -> str:
         return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
     head = (f"run {status['run']} ({status['dir']}): {status['images']} images, {len(status['classes']) - 1} classes, "
-            f"{status['rounds']} rounds" + (f", {status['skipped']} inputs skipped" if status["skipped"] else ""))
+            f"{status['rounds']} rounds" + (f", {status['holdout_images']} held out" if status.get("holdout_images")
+                                            else "")
+            + (f", {status['skipped']} inputs skipped" if status["skipped"] else ""))
     lines = [head, f"{'stage':<16}{'state':<9}{'progress':>22}{'fg Jaccard':>12}{'mIoU':>8}"]
     for s in status["stages"]:
         progress = f"{s['written']} of {s['expected']} {s['unit']}" if s["state"] != "missing" else "-"

@@ -9,7 +9,9 @@ a random colour, with one object pasted on it. Three object classes differ in sh
     cross     a plus-shaped cross filled with diagonal stripes
 About a fifth of the images also hold a smaller object of a second class while `labels.csv` names only the larger one
 (the source paper's multi-category case); `masks/` holds the full ground truth (both objects) for scoring only.
-The same seed gives byte-identical files.
+The same seed gives byte-identical files. With `data.holdout: holdout` (configs/demo.yaml) the set also gets
+`<root>/holdout/`: DEMO_HOLDOUT_IMAGES more images in the same layout from another seed, ids prefixed `h`, the
+photos the run holds out (pipeline/data/holdout.py); the training images are the same with or without it.
 """
 from __future__ import annotations
 
@@ -30,25 +32,36 @@ CLASSES = ("background", "disc", "triangle", "cross")
 TEXTURES = ("brick", "grass", "gravel", "moon", "camera", "coins")  # bundled with scikit-image (no download)
 SECOND_OBJECT_RATE = 0.2  # share of images holding an unlabelled object of another class
 DEMO_SEED = 0  # the generator's seed: every machine makes the same demo pixels
+DEMO_HOLDOUT = "holdout"  # the held-out folder below the demo root (data.holdout in configs/demo.yaml)
+DEMO_HOLDOUT_IMAGES = 20  # images in it
+DEMO_HOLDOUT_SEED = 1  # its generator's seed: other pixels than the training images'
 
 
 def ensure_demo(cfg: DataConfig) -> Path:
-    """Generate the demo set into cfg.root unless a complete one (marked by `.complete`) is already there."""
+    """Generate the demo set into cfg.root unless a complete one (marked by `.complete`) is already there, and its
+    held-out folder when `data.holdout` names `<root>/holdout` (the folder path is relative to the root)."""
     root = Path(cfg.root)
-    if (root / ".complete").is_file():
-        return root
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    generate(tmp, cfg.demo_images, DEMO_SEED)
-    (tmp / ".complete").write_text(f"seed={DEMO_SEED} images={cfg.demo_images}\n")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    if not (root / ".complete").is_file():
+        _generate_complete(root, cfg.demo_images, DEMO_SEED)
+    if cfg.holdout == DEMO_HOLDOUT and not (root / DEMO_HOLDOUT / ".complete").is_file():
+        _generate_complete(root / DEMO_HOLDOUT, DEMO_HOLDOUT_IMAGES, DEMO_HOLDOUT_SEED, prefix="h")
     return root
 
 
-def generate(root: Path, num_images: int, seed: int, shape: tuple[int, int] | None = None) -> None:
+def _generate_complete(root: Path, num_images: int, seed: int, prefix: str = "") -> None:
+    """`generate` into a temporary folder, marked complete, then renamed to `root` (replacing what was there)."""
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate(tmp, num_images, seed, prefix=prefix)
+    (tmp / ".complete").write_text(f"seed={seed} images={num_images}\n")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+
+
+def generate(root: Path, num_images: int, seed: int, shape: tuple[int, int] | None = None, prefix: str = "") -> None:
     """Write `num_images` images, masks, labels.csv and classes.txt into `root` (which must not exist); `shape` = a
-    fixed (h, w) for every image instead of 160-256 px a side (benchmarks/scale.py's photo-sized images)."""
+    fixed (h, w) for every image instead of 160-256 px a side (benchmarks/scale.py's photo-sized images); `prefix`
+    starts every file name (image ids that differ from another set's)."""
     rng = np.random.default_rng(seed)
     textures = [np.asarray(getattr(skdata, name)(), np.float32) / 255.0 for name in TEXTURES]
     (root / "images").mkdir(parents=True)
@@ -66,7 +79,7 @@ def generate(root: Path, num_images: int, seed: int, shape: tuple[int, int] | No
         if rng.random() < SECOND_OBJECT_RATE:
             other = 1 + (label + int(rng.integers(0, 2))) % (len(CLASSES) - 1)
             _paste(image, mask, other, size * rng.uniform(0.45, 0.7), rng, avoid=mask > 0)
-        name = f"{i:03d}_{CLASSES[label]}.png"
+        name = f"{prefix}{i:03d}_{CLASSES[label]}.png"
         save_image(root / "images" / name, (np.clip(image, 0, 1) * 255).astype(np.uint8))
         save_mask(root / "masks" / f"{Path(name).stem}.png", mask)
         rows.append((name, CLASSES[label]))

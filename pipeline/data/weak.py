@@ -47,13 +47,15 @@ class WeakDataset:
     skipped: tuple[str, ...] = field(default=())  # "<file>: <reason>" for rows skipped under on_bad_image=skip
 
 
-def load_weak_dataset(cfg: DataConfig, checked: Path | None = None, table: Path | None = None) -> WeakDataset:
+def load_weak_dataset(cfg: DataConfig, checked: Path | None = None, table: Path | None = None,
+                      classes: tuple[str, ...] | None = None) -> WeakDataset:
     """Read and validate the data set described by the `data:` config section, decoding every image once.
 
     The records go to a SQLite file (`table`, e.g. a run's `records.sqlite`; None: a temporary file that lives as
     long as the returned records), and rows are read, checked and stored a chunk at a time, so loading holds no
     object per image (pipeline.data.record_table). `checked`: a cache of the images that decoded (a run
-    directory's `images_checked.sqlite`), so that a rerun decodes only new or changed files."""
+    directory's `images_checked.sqlite`), so that a rerun decodes only new or changed files. `classes`: read the
+    labels in this class list instead of the folder's own (held-out photos, in their training set's classes)."""
     root = Path(cfg.root)
     image_dir = root / cfg.images
     if not image_dir.is_dir():
@@ -70,7 +72,9 @@ def load_weak_dataset(cfg: DataConfig, checked: Path | None = None, table: Path 
         return ((rel, label_from_name(path, cfg), 0) for rel, path in list_images(image_dir))
 
     if cfg.class_agnostic:
-        classes: tuple[str, ...] = ("background", "foreground")
+        classes = ("background", "foreground")
+    elif classes is not None:
+        pass
     elif cfg.classes and (root / cfg.classes).is_file():
         classes = read_classes(root / cfg.classes)
     elif cfg.classes and cfg.labels:

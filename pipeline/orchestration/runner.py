@@ -13,10 +13,13 @@ Run directory `<run.root>/<run.name>/`:
     coarse/  crf/                 per-image <stem>.npz + <stem>.png, manifest.json, DONE, scores.json
     round<k>/train/               model.pt (+ last.pt, log.csv), manifest.json, DONE
     round<k>/predict/  round<k>/crf/
+    round<k>/holdout/             with data.holdout: round k's network on the held-out photos (stages/holdout.py),
+                                  scored; holdout_records.sqlite holds those photos (pipeline/data/holdout.py)
     scores.json                   one row per scored stage (the table printed at the end); each stage folder's
                                   scores.json and per_image.csv hold its own scores (stages/evaluate.py)
-    full_reference/  compare/     only after `coarse2fine compare` (`run_reference`): the network trained on the
-                                  ground truth, and the weak and full scores (stages/reference.py, stages/compare.py)
+    full_reference/  compare/     only after `coarse2fine compare` (pipeline/orchestration/reference_run.py): the
+    holdout/coarse/  holdout/crf/ network trained on the ground truth, the pipeline applied to the held-out photos,
+                                  the scores (stages/reference.py, stages/compare.py)
 
 Each stage's `manifest.json` records a hash chained from its inputs: the hash of the upstream stage plus every
 config value the stage depends on, read from the config fields' metadata (`Config.keys_feeding`). A stage is skipped
@@ -24,6 +27,9 @@ when its DONE marker holds the same hash (`pipeline.stage.stage_done`); a folder
 recomputed, and so is everything after it, because their hashes change too. DONE is written last, after the stage
 returned, so a killed run never counts a half-written stage as finished; inside a stage, images whose `.png` exists
 are not redone (per-image resume). `start_from` deletes the named stage and everything after it first.
+
+Held-out photos (`data.holdout`) enter no step but those whose `Step.on` is "holdout": the rounds' `holdout` steps
+(and the direct pipeline of `coarse2fine compare`).
 
 Rounds stop early when the share of pixels whose pseudo-label changed from the previous round falls below
 `rounds.min_change` (the change is recorded in scores.json, so a rerun stops at the same round).
@@ -40,14 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from pipeline.commands.trained import RunError, finished_rounds, read_run
 from pipeline.config import Config, ConfigError
 from pipeline.data.demo import ensure_demo
-from pipeline.data.weak import load_weak_dataset
+from pipeline.data.holdout import load_run_data
 from pipeline.io import atomic_write_bytes, load_mask, read_json, write_json
 from pipeline.metrics import PER_IMAGE_FILE
 from pipeline.orchestration.parallel import ray_session
-from pipeline.stage import COMPARE, FULL_REFERENCE, StageContext, stage_done, training_labels
+from pipeline.stage import StageContext, holdout_stage, stage_done, training_labels
 
 StageFn = Callable[[StageContext, "Path | None", Path], dict]
 
@@ -55,6 +60,7 @@ StageFn = Callable[[StageContext, "Path | None", Path], dict]
 @dataclass(frozen=True)
 class StageFunctions:
     """What a weak run calls: each stage's `run(ctx, src, dst) -> summary`, and `evaluate(ctx, src, dst) -> scores`;
+    `holdout` scores the rounds' networks on held-out photos (None: that caller cannot hold photos out);
     `reference` and `compare` are the steps `run_reference` adds (None: that caller cannot compare)."""
 
     coarse: StageFn
@@ -62,6 +68,7 @@ class StageFunctions:
     train: StageFn
     predict: StageFn
     evaluate: StageFn
+    holdout: StageFn | None = None
     reference: StageFn | None = None
     compare: StageFn | None = None
 
@@ -69,22 +76,32 @@ class StageFunctions:
 @dataclass(frozen=True)
 class Step:
     name: str  # folder below the run directory, also the stage's name in tables: "crf", "round2/predict"
-    kind: str  # coarse, crf, train, predict, reference or compare: the StageFunctions field that computes it
+    kind: str  # coarse, crf, train, predict, holdout, reference or compare: the StageFunctions field computing it
     src: str | None  # folder of the input stage
     round: int  # 0 before the rounds
     scored: bool  # produces per-image soft maps to score
     reads: tuple[str, ...] = ()  # folders of other stages it reads besides src (their hashes are chained in too)
+    on: str = "train"  # the photos it runs on: "train" (the run's records) or "holdout" (StageContext.holdout)
 
 
 def plan(cfg: Config) -> list[Step]:
-    """Every step of the run in order."""
+    """Every step of the run in order (with `data.holdout`, each round ends with its network on the held-out
+    photos)."""
     steps = [Step("coarse", "coarse", None, 0, True), Step("crf", "crf", "coarse", 0, True)]
     for k in range(1, cfg.rounds.count + 1):
         r = f"round{k}"
         steps += [Step(f"{r}/train", "train", training_labels(k), k, False),
                   Step(f"{r}/predict", "predict", f"{r}/train", k, True),
                   Step(f"{r}/crf", "crf", f"{r}/predict", k, True)]
+        if cfg.data.holdout:
+            steps.append(Step(holdout_stage(k), "holdout", f"{r}/train", k, True, on="holdout"))
     return steps
+
+
+def step_context(ctx: StageContext, step: Step) -> StageContext:
+    """The context `step` runs in: its round, and the held-out photos as its records when it runs on them."""
+    ctx = dataclasses.replace(ctx, round=step.round)
+    return dataclasses.replace(ctx, records=ctx.holdout) if step.on == "holdout" else ctx
 
 
 def step_config(cfg: Config, step: Step) -> Config:
@@ -147,7 +164,7 @@ def run_step(step: Step, run: StageFn, ctx: StageContext, digest: str) -> tuple[
     write_json(manifest_path, manifest)
     print(f"[{step.name}] running", file=sys.stderr, flush=True)
     src = ctx.run_dir / step.src if step.src else None
-    summary = run(dataclasses.replace(ctx, cfg=step_config(ctx.cfg, step), round=step.round), src, dst)
+    summary = run(dataclasses.replace(step_context(ctx, step), cfg=step_config(ctx.cfg, step)), src, dst)
     write_json(manifest_path, {**manifest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary})
     atomic_write_bytes(dst / "DONE", f"{digest}\n".encode())  # last: the stage is complete
     return summary, False
@@ -172,7 +189,7 @@ def score_step(step: Step, evaluate: StageFn, ctx: StageContext, digest: str) ->
     path = dst / "scores.json"
     if scores_current(dst, ctx.cfg, digest):
         return read_json(path)
-    scores = evaluate(ctx, dst, dst)
+    scores = evaluate(step_context(ctx, step), dst, dst)
     scores["key"] = _score_key(ctx.cfg, digest)
     write_json(path, scores)
     return scores
@@ -219,30 +236,36 @@ def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None 
     if cfg.data.kind == "demo":
         ensure_demo(cfg.data)
     run_dir = Path(cfg.run.root) / cfg.run.name
-    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite", table=run_dir / "records.sqlite")
+    dataset, held_out = load_run_data(cfg.data, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     report_skipped(dataset.skipped, run_dir / "run.json")
     write_json(run_dir / "run.json", {"config": cfg.to_dict(), "classes": list(dataset.classes),
-                                      "images": len(dataset.records), "skipped": list(dataset.skipped)})
+                                      "images": len(dataset.records), "skipped": list(dataset.skipped),
+                                      **({"holdout_images": len(held_out)} if held_out is not None else {})})
     steps, rows = plan(cfg), []
+    if held_out is not None and stages.holdout is None:
+        raise ConfigError("config key 'data.holdout': this caller's StageFunctions has no holdout stage")
     hashes = step_hashes(cfg, steps)
     if start_from:
         for s in steps[resolve_from(start_from, steps):]:
             _remove(run_dir / s.name)
-    ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
-    previous_labels = "crf"
+    ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir,
+                       holdout=held_out if held_out is not None else ())
+    previous_labels, last_round = "crf", cfg.rounds.count  # last_round: lowered when the labels converge
     finished = all(stage_done(run_dir / s.name, hashes[s.name]) and
                    (not s.scored or scores_current(run_dir / s.name, cfg, hashes[s.name])) for s in steps)
     ray_cfg = dataclasses.replace(cfg.ray, enabled=cfg.ray.enabled and not finished)  # nothing to do: no cluster
     with ray_session(ray_cfg):
         for step in steps:
+            if step.round > last_round:
+                break
             summary, cached = run_step(step, getattr(stages, step.kind), ctx, hashes[step.name])
             if step.kind == "train":
                 print(f"[{step.name}] {'done earlier' if cached else 'done'} in {summary.get('seconds', 0):.1f}s",
                       file=sys.stderr)
             if not step.scored:
                 continue
-            scores = score_step(step, stages.evaluate, dataclasses.replace(ctx, round=step.round), hashes[step.name])
+            scores = score_step(step, stages.evaluate, ctx, hashes[step.name])
             row = {"name": step.name, "dir": step.name, "round": step.round, "seconds": summary.get("seconds", 0.0),
                    **{k: scores[k] for k in ("images", "scored", "fg_jaccard", "miou", "pixel_acc",
                                              "per_class_iou")}}
@@ -257,46 +280,9 @@ def run_pipeline(cfg: Config, stages: StageFunctions, *, start_from: str | None 
                     and step.round < cfg.rounds.count):  # converged before the last round
                 print(f"[{step.name}] labels changed on {row['label_change']:.4%} of pixels < rounds.min_change: "
                       "stopping", file=sys.stderr)
-                break
+                last_round = step.round  # the round's remaining steps (its held-out scores) still run
     result = {"run": cfg.run.name, "classes": list(dataset.classes), "skipped": list(dataset.skipped),
               "stages": rows}
     write_json(run_dir / "scores.json", result)
     print(format_table(rows))
     return result
-
-
-def reference_steps(weak_round: int) -> list[Step]:
-    """The steps `coarse2fine compare` adds to a weak run whose last finished round is `weak_round`."""
-    return [Step(FULL_REFERENCE, "reference", None, 0, False),
-            Step(COMPARE, "compare", f"round{weak_round}/train", weak_round, False, reads=(FULL_REFERENCE,))]
-
-
-def run_reference(cfg: Config, stages: StageFunctions) -> dict:
-    """Train (or reuse) the fully supervised reference of `cfg`'s finished weak run, then score it and the last
-    round's network on the same photos (`reference_steps`), each step with the hash / DONE handling of `run_step`.
-    The weak run is not rerun: its last finished round is taken as it is on disk, and the compare step's hash chains
-    that round's DONE marker. Returns the compare step's summary."""
-    if stages.reference is None or stages.compare is None:
-        raise ValueError("run_reference: StageFunctions.reference and .compare are needed")
-    run_dir = Path(cfg.run.root) / cfg.run.name
-    if not (run_dir / "scores.json").is_file():
-        raise RunError(f"{run_dir / 'scores.json'}: not found: run `coarse2fine run` first")
-    run_classes, rounds = read_run(run_dir)[1], finished_rounds(run_dir)
-    if not rounds:
-        raise RunError(f"{run_dir}: no finished training round (no round<k>/train/DONE; rounds.count="
-                       f"{cfg.rounds.count}): run `coarse2fine run` with rounds.count >= 1 first")
-    if cfg.data.kind == "demo":
-        ensure_demo(cfg.data)
-    dataset = load_weak_dataset(cfg.data, checked=run_dir / "images_checked.sqlite")  # the run's decode cache
-    if tuple(dataset.classes) != run_classes:
-        raise RunError(f"{run_dir / 'run.json'}: classes {list(run_classes)} differ from the data set's "
-                       f"{list(dataset.classes)} ({cfg.data.root})")
-    steps = reference_steps(rounds[-1])
-    weak = steps[-1].src
-    hashes = step_hashes(cfg, steps, {weak: (run_dir / weak / "DONE").read_text().strip()})
-    ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=run_dir)
-    summary: dict = {}
-    for step in steps:
-        summary, cached = run_step(step, getattr(stages, step.kind), ctx, hashes[step.name])
-        print(f"[{step.name}] {'done earlier' if cached else 'done'}", file=sys.stderr)
-    return summary
