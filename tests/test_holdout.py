@@ -234,3 +234,16 @@ def test_predict_defaults_to_the_runs_test_time_settings_and_crf_is_the_rounds(h
         expected = np.argmax(refine_probs(image, probs, rounds_crf), axis=0).astype(np.uint8)
         assert np.array_equal(refined[path.stem], expected)
     assert not same(refined, run_settings)
+
+
+def test_evaluate_scores_a_holdout_folder_on_the_held_out_photos(held_run, tmp_path):
+    tmp, _, scores, _ = held_run
+    run_dir = tmp / "runs" / "demo"
+    sets = [item for extra in (TINY, [f"data.root={tmp / 'data'}"]) for s in extra for item in ("--set", s)]
+    for stage in ("round1/holdout", "crf"):
+        out = tmp_path / stage.replace("/", "_")
+        assert orchestrate.main(["evaluate", "--config", str(ROOT / "configs" / "demo.yaml"), *sets, "--pred",
+                                 str(run_dir / stage), "--out", str(out), "--serial"]) == 0
+        row = next(r for r in scores["stages"] if r["name"] == stage)
+        assert read_json(out / "scores.json")["scored"] == row["scored"]
+        assert read_json(out / "scores.json")["fg_jaccard"] == row["fg_jaccard"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -72,6 +73,18 @@ def load_run_data(cfg: DataConfig, run_dir: Path, tables: bool = True) -> tuple[
                            "(data.holdout: held-out photos must be other photos)")
     skipped = dataset.skipped + tuple(f"{line} (held out)" for line in held_set.skipped)
     return dataclasses.replace(dataset, skipped=skipped), held_set.records
+
+
+def photos_scored_in(cfg: DataConfig, folder: Path) -> WeakDataset:
+    """The data set with the records a stage folder holds outputs for (`coarse2fine evaluate --pred`): the held-out
+    ones when it holds the first held-out photo's `<stem>.npz` or `.png` (a run's `round<k>/holdout`), else the
+    training ones. Without `data.holdout`, the whole data set."""
+    with tempfile.TemporaryDirectory() as scratch:  # no run directory: the tables and decode cache are temporary
+        train, held = load_run_data(cfg, Path(scratch), tables=False)
+    first = next(iter(held), None) if held is not None else None
+    if first is not None and any((Path(folder) / f"{first.stem}{suffix}").is_file() for suffix in (".npz", ".png")):
+        return dataclasses.replace(train, records=held)
+    return train
 
 
 def _common(a: Iterator[str], b: Iterator[str]) -> Iterator[str]:
