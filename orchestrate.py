@@ -52,6 +52,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.orchestration.parallel import ray_session
     from pipeline.orchestration.runner import format_table
     from pipeline.stage import StageContext
+    from pipeline.data.demo import ensure_demo
     from pipeline.data.holdout import photos_scored_in
     from stages import evaluate
 
@@ -59,6 +60,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, enabled=cfg.ray.enabled and not args.serial))
     if not Path(args.pred).is_dir():  # checked before scoring, which would create it as the output folder
         raise UsageError(f"{args.pred}: prediction folder not found")
+    if cfg.data.kind == "demo":  # as `run` does: the demo set (and its held-out folder) generated once
+        ensure_demo(cfg.data)
     dataset = photos_scored_in(cfg.data, Path(args.pred))  # with data.holdout: the held-out or the training photos
     ctx = StageContext(cfg=cfg, records=dataset.records, classes=dataset.classes, run_dir=Path(args.pred))
     with ray_session(cfg.ray):
