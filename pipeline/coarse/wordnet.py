@@ -9,12 +9,11 @@ included) and every hypernym above them, kept where they are ImageNet classes. B
 "tennis racket" is a kind of ImageNet's "racket". A name is looked up
 1. normalised: lower case, spaces and hyphens -> `_` ("Sports car" -> sports_car), also closed up ("cell phone"
    -> cellphone, as WordNet spells many compounds);
-2. as WordNet's morphy does for nouns: the word itself, noun.exc's exceptions ("people" -> person), then the suffix
-   rules s, ses, xes, zes, ches, shes, men, ies ("dogs" -> dog), each kept where it is a lemma;
-3. when that gives no ImageNet class, by its head, the last words ("stop sign" -> sign, "potted plant" -> plant):
-   an English compound names a kind of its head.
-Every sense of a name counts (WordNet has no context to choose one: "kite" is also ImageNet's bird); a file given
-as `coarse.cam_imagenet_classes` overrides the labels it names (pipeline/coarse/imagenet_classes.py).
+2. as WordNet's morphy does for nouns: the word itself, noun.exc's exceptions ("geese" -> goose), then the suffix
+   rules s, ses, xes, zes, ches, shes, men, ies ("dogs" -> dog), each kept where it is a lemma.
+Every sense of a name counts (WordNet has no context to choose one: "kite" is also ImageNet's bird). A name WordNet
+lacks ("potted plant") maps to nothing; a file given as `coarse.cam_imagenet_classes` overrides the labels it names
+(pipeline/coarse/imagenet_classes.py). What each choice scored on COCO-MVal: docs/experiments.md.
 
 The table (wordnet_data/imagenet_wordnet.tsv, WordNet's licence in wordnet_data/LICENSE) holds the synsets that
 are ImageNet classes, their ancestors and their descendants, which is all this lookup can reach; it is written by
@@ -110,20 +109,11 @@ def _reach(start: tuple[str, ...], links: Mapping[str, tuple[str, ...]]) -> set[
     return seen
 
 
-def phrase_classes(phrase: str, table: WordNetTable) -> tuple[int, ...]:
-    """Sorted ImageNet indices of a normalised phrase (steps 1-2 of the module docstring, no head fallback)."""
-    forms = dict.fromkeys(base_forms(phrase, table) + base_forms(phrase.replace("_", ""), table))
-    start = tuple(offset for form in forms for offset in table.synsets[form])
-    reached = _reach(start, table.hyponyms) | _reach(start, table.hypernyms)
-    return tuple(sorted(table.imagenet[offset] for offset in reached if offset in table.imagenet))
-
-
 def label_classes(name: str, table: WordNetTable | None = None) -> tuple[int, ...]:
     """Sorted ImageNet-1k indices that label `name` names through WordNet (module docstring); () when none."""
     table = shipped_table() if table is None else table
-    words = normalise(name).split("_")
-    for first in range(len(words)):  # the whole name, then its heads
-        classes = phrase_classes("_".join(words[first:]), table)
-        if classes:
-            return classes
-    return ()
+    word = normalise(name)
+    forms = dict.fromkeys(base_forms(word, table) + base_forms(word.replace("_", ""), table))
+    start = tuple(offset for form in forms for offset in table.synsets[form])
+    reached = _reach(start, table.hyponyms) | _reach(start, table.hypernyms)
+    return tuple(sorted(table.imagenet[offset] for offset in reached if offset in table.imagenet))
