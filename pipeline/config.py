@@ -37,6 +37,21 @@ def _feeds(*stages: str, from_round: int = 0, **kw: Any) -> dict:
     return {"feeds": stages, "from_round": from_round, **kw}
 
 
+def _imagenet_classes_digest(value: str) -> str:
+    """What `coarse.cam_imagenet_classes` reads: the shipped WordNet table, and the override file unless `wordnet`."""
+    table = Path(__file__).parent / "coarse" / "wordnet_data" / "imagenet_wordnet.tsv"  # wordnet.TABLE
+    digest = f"wordnet sha256:{hashlib.sha256(table.read_bytes()).hexdigest()}"
+    return digest if value == "wordnet" else f"{_file_digest(value)} over {digest}"
+
+
+def _file_digest(path: str) -> str:
+    """"<path> sha256:<hex>" of a file the config names ("<path> missing" when it is absent)."""
+    try:
+        return f"{path} sha256:{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
+    except OSError:
+        return f"{path} missing"
+
+
 GROUND_TRUTH = ("score", "reference", "compare")  # what the ground-truth keys feed: scoring, and the full reference
 
 
@@ -103,8 +118,9 @@ class CoarseConfig:
     bg_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))  # p < this -> background; between -> ignore 255
     # cam: head fine-tuning epochs; 0 = ImageNet top-1 CAM
     cam_epochs: int = field(default=10, metadata=_range(0, 1000))
-    # cam: a YAML file naming each label's ImageNet classes (needs cam_epochs: 0); "" = none
-    cam_imagenet_classes: str = field(default="", metadata={"file": True})
+    # cam: each label's ImageNet classes (needs cam_epochs: 0): wordnet = derived from WordNet; a YAML file = WordNet's
+    # with the file's entries in place for the labels it names; "" = none
+    cam_imagenet_classes: str = field(default="", metadata={"digest": _imagenet_classes_digest})
     isnet_weights: str = ""  # isnet: an ISNet ONNX file; "" = the one `coarse2fine weights isnet` cached
     isnet_flip: bool = True  # isnet: average the maps of the image and of its mirror image (twice the cost)
     single_object: bool = False  # isnet: keep only the largest salient object (data with one object per photo)
@@ -270,17 +286,10 @@ class Config:
                     value = getattr(values, f.name)
                     if "unset" in f.metadata and value == f.metadata["unset"]:
                         continue
-                    # a file the stage reads: its content counts, so editing it reruns the stage
-                    keys[f"{section.name}.{f.name}"] = _file_digest(value) if f.metadata.get("file") and value else value
+                    # files the stage reads: their content counts, so editing one reruns the stage
+                    digest = f.metadata.get("digest") if value else None
+                    keys[f"{section.name}.{f.name}"] = digest(value) if digest else value
         return keys
-
-
-def _file_digest(path: str) -> str:
-    """"<path> sha256:<hex>" of a file the config names ("<path> missing" when it is absent)."""
-    try:
-        return f"{path} sha256:{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
-    except OSError:
-        return f"{path} missing"
 
 
 # ---------------------------------------------------------------------------------------------------------------

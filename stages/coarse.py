@@ -34,6 +34,7 @@ images (or per-image groups with `coarse.ddt_groups: image`). Every method is de
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -221,9 +222,12 @@ def run(ctx: StageContext, src: None, dst: Path) -> dict:
             raise ValueError(f"{r.image}: label {r.label} is not a foreground class id 1..{len(ctx.classes) - 1}")
     label_classes = None  # each label's ImageNet classes, read here so a bad file stops the stage at once
     if cfg.coarse.cam_imagenet_classes:
-        from pipeline.coarse.imagenet_classes import load_label_classes
+        from pipeline.coarse.imagenet_classes import label_classes_for, unmapped_warning
 
-        label_classes = load_label_classes(cfg.coarse.cam_imagenet_classes, ctx.classes)
+        label_classes = label_classes_for(cfg.coarse.cam_imagenet_classes, ctx.classes)
+        warning = unmapped_warning(label_classes, ctx.classes, cfg.coarse.cam_imagenet_classes)
+        if warning:
+            print(f"[coarse] {warning}", file=sys.stderr, flush=True)
     skipped = len(ctx.records) - len(pending(ctx.records, dst))
     sums = _run_method(cfg.coarse.method, ctx, dst, dst, label_classes)
     images = int(sums["images"])

@@ -41,7 +41,7 @@ def test_mapping_takes_names_indices_and_ranges(tmp_path):
     ("cat: [1000]\n", "index 1000 is outside 0..999"),
     ("cat: [[5, 2]]\n", r"\[5, 2\] is not an ImageNet class name, index or \[first, last\] range"),
     ("cat: [true]\n", "True is not an ImageNet class name"),
-    ("cat: []\n", "expected a non-empty list"),
+    ("cat: tabby\n", "expected a list of ImageNet classes"),
     ("- cat\n", "expected a mapping of label names"),
     ("cat: [tabby\n", "not a readable YAML mapping"),
 ])
@@ -61,7 +61,7 @@ def test_missing_mapping_names_the_config_key(tmp_path):
 def test_shipped_coco_mapping_loads():
     labels = ("background", "airplane", "dog", "person", "sports ball", "tv")
     mapping = load_label_classes("configs/imagenet_classes/coco.yaml", labels + ("zebra",))
-    assert 3 not in mapping and len(mapping[2]) == 118 and len(mapping[4]) == 9 and mapping[6] == (340,)
+    assert mapping[3] == () and len(mapping[2]) == 118 and len(mapping[4]) == 9 and mapping[6] == (340,)
 
 
 @torch.no_grad()
@@ -86,16 +86,19 @@ def test_label_without_classes_is_no_evidence():
 
 
 @pytest.mark.slow
-def test_stage_cam_with_a_mapping_localises_the_named_class(tmp_path):
+def test_stage_cam_with_a_mapping_localises_the_named_class(tmp_path, capsys):
     """`coarse.method: cam` with `cam_imagenet_classes`: the cat photo labelled `cat` gets the cat classes' CAM, the
-    same photo labelled with an unmapped class gets p = 0.5 everywhere (all ignored)."""
+    same photo labelled with a class neither the file nor WordNet maps gets p = 0.5 everywhere (all ignored), and
+    the stage says so in one line."""
     save_image(tmp_path / "chelsea.png", skdata.chelsea())
     (tmp_path / "map.yaml").write_text(CAT_CLASSES)
     cfg = load_config(overrides=["coarse.method=cam", "coarse.cam_epochs=0", "coarse.image_side=224",
                                  f"coarse.cam_imagenet_classes={tmp_path / 'map.yaml'}", "ray.enabled=false"])
     records = (Record("cat", tmp_path / "chelsea.png", 1), Record("other", tmp_path / "chelsea.png", 2))
-    ctx = StageContext(cfg=cfg, records=records, classes=("background", "cat", "chair"), run_dir=tmp_path)
+    ctx = StageContext(cfg=cfg, records=records, classes=("background", "cat", "flibbertigibbet"), run_dir=tmp_path)
     assert coarse_stage.run(ctx, None, tmp_path / "coarse")["images"] == 2
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "no ImageNet class" in line]
+    assert len(warnings) == 1 and warnings[0].endswith("0.5 everywhere: flibbertigibbet")
     prob = load_probs(tmp_path / "coarse" / "cat.npz")[0][1]
     box = np.zeros(prob.shape, bool)
     box[20:, 40:380] = True  # hand-drawn box around the cat's head and chest

@@ -8,6 +8,6 @@ Every method is one module with the same shape (`method.py`: `method(setting) ->
 - `salient` (`coarse.method: isnet`): ISNet's class-agnostic salient-object map (the second track).
 - `fusion`: per-pixel geometric mean of saliency, ddt, cam.
 - `steered`: ISNet's salient objects picked by the label's class evidence; `objects` classifies each object's crop.
-`features` holds the shared backbone helpers, `imagenet_classes` each label's ImageNet classes. Real-data scores:
-`benchmarks/coarse_real.py`.
+`features` holds the shared backbone helpers, `imagenet_classes` each label's ImageNet classes, derived from WordNet
+by `wordnet` (its table written by `wordnet_build`). Real-data scores: `benchmarks/coarse_real.py`.
 """

@@ -1,19 +1,23 @@
 """Which ImageNet classes a data set's label names: the class evidence of CAM without any fine-tuning.
 
-    classes = load_label_classes("configs/imagenet_classes/coco.yaml", dataset_classes)   # {label id: (indices)}
+    classes = label_classes_for("wordnet", dataset_classes)   # {label id: (ImageNet indices)}, from WordNet
+    classes = label_classes_for("configs/imagenet_classes/coco.yaml", dataset_classes)   # the file over WordNet
 
-The file (`coarse.cam_imagenet_classes`) maps a label name to ImageNet-1k classes, each written as
+`coarse.cam_imagenet_classes` is `wordnet` (each label's classes derived from WordNet: pipeline/coarse/wordnet.py)
+or a YAML file whose entries replace the derived classes of the labels it names. Each entry maps a label name to a
+list of ImageNet-1k classes, each written as
 - a class name as torchvision lists it (`torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]`,
   e.g. `sports car`), or
 - a class index 0..999, or
-- an inclusive index range `[first, last]` (the 118 dog breeds are `[151, 268]`).
+- an inclusive index range `[first, last]` (the 118 dog breeds are `[151, 268]`);
+an empty list `[]` takes the label's derived classes away.
 
-A label the file does not list gets no class evidence (stages/coarse.py: p = 0.5 everywhere). The file may list
-more labels than a data set has (one file for all of COCO, used on a subset of its classes), but a file that names
-none of the data set's labels is an error, and every entry is checked, whether or not its label is present.
-Assumption (the source paper leaves class evidence open): ImageNet's classifier already knows most everyday object
-classes, so a hand-written name mapping gives evidence from a CNN that never saw a pixel label, with no training on
-the few images per label a weakly labelled set may have.
+A label with no class gets no class evidence (stages/coarse.py: p = 0.5 everywhere; `unmapped_warning` says which).
+The file may list more labels than a data set has (one file for all of COCO, used on a subset of its classes), but a
+file that names none of the data set's labels is an error, and every entry is checked, whether or not its label is
+present. Assumption (the source paper leaves class evidence open): ImageNet's classifier already knows most everyday
+object classes, so a label's ImageNet classes give evidence from a CNN that never saw a pixel label, with no
+training on the few images per label a weakly labelled set may have.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import yaml
 from pipeline.config_io import ConfigError
 
 NUM_IMAGENET_CLASSES = 1000
+WORDNET = "wordnet"  # coarse.cam_imagenet_classes: every label's classes from WordNet, no file
 
 
 def imagenet_categories() -> list[str]:
@@ -52,9 +57,9 @@ def _indices(item: object, where: str, by_name: dict[str, int]) -> list[int]:
 
 
 def load_label_classes(path: str | Path, label_names: Sequence[str]) -> dict[int, tuple[int, ...]]:
-    """{label id: sorted ImageNet indices} from the mapping file at `path`; `label_names[i]` is label id i's name
-    (index 0, background, is never mapped). Raises ConfigError (the CLI's one-line error) naming the file and the
-    entry that is wrong."""
+    """{label id: sorted ImageNet indices, () for `[]`} from the mapping file at `path`; `label_names[i]` is label
+    id i's name (index 0, background, is never mapped). Raises ConfigError (the CLI's one-line error) naming the
+    file and the entry that is wrong."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -69,8 +74,8 @@ def load_label_classes(path: str | Path, label_names: Sequence[str]) -> dict[int
     mapping: dict[int, tuple[int, ...]] = {}
     for name, items in raw.items():
         where = f"{path}: label {name!r}"
-        if not isinstance(items, list) or not items:
-            raise ConfigError(f"{where}: expected a non-empty list of ImageNet classes, got {items!r}")
+        if not isinstance(items, list):
+            raise ConfigError(f"{where}: expected a list of ImageNet classes ([] = none), got {items!r}")
         indices = tuple(sorted({i for item in items for i in _indices(item, where, by_name)}))
         if name in label_ids:
             mapping[label_ids[name]] = indices
@@ -78,3 +83,24 @@ def load_label_classes(path: str | Path, label_names: Sequence[str]) -> dict[int
         raise ConfigError(f"{path}: names none of the data set's {len(label_ids)} labels (e.g. "
                          f"{', '.join(sorted(label_ids)[:3])})")
     return mapping
+
+
+def label_classes_for(value: str, label_names: Sequence[str]) -> dict[int, tuple[int, ...]]:
+    """{label id: sorted ImageNet indices} for `coarse.cam_imagenet_classes: <value>`: each label's classes derived
+    from WordNet, then, unless `value` is `wordnet`, those of the file `value` for the labels it names. Labels with
+    no class are left out."""
+    from pipeline.coarse.wordnet import label_classes
+
+    mapping = {i: label_classes(name) for i, name in enumerate(label_names) if i > 0}
+    if value != WORDNET:
+        mapping.update(load_label_classes(value, label_names))
+    return {i: classes for i, classes in mapping.items() if classes}
+
+
+def unmapped_warning(mapping: dict[int, tuple[int, ...]], label_names: Sequence[str], value: str) -> str | None:
+    """One line naming every label (id >= 1) that `mapping` gives no ImageNet class; None when there is none."""
+    missing = [name for i, name in enumerate(label_names) if i > 0 and not mapping.get(i)]
+    if not missing:
+        return None
+    return (f"warning: {len(missing)} of {len(label_names) - 1} labels name no ImageNet class "
+            f"(coarse.cam_imagenet_classes: {value}), so their class evidence is 0.5 everywhere: {', '.join(missing)}")
