@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterable, Mapping
 
 TABLE = Path(__file__).parent / "wordnet_data" / "imagenet_wordnet.tsv"  # the shipped table (package data)
 # WordNet's morphy suffix rules for nouns, (suffix, replacement), in its order
@@ -98,7 +98,8 @@ def base_forms(word: str, table: WordNetTable) -> tuple[str, ...]:
     return tuple(form for form in dict.fromkeys(candidates) if form in table.synsets)
 
 
-def _reach(start: tuple[str, ...], links: Mapping[str, tuple[str, ...]]) -> set[str]:
+def reachable(start: Iterable[str], links: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """Every node reachable from `start` along `links` (start included)."""
     seen: set[str] = set()
     todo = list(start)
     while todo:
@@ -115,5 +116,5 @@ def label_classes(name: str, table: WordNetTable | None = None) -> tuple[int, ..
     word = normalise(name)
     forms = dict.fromkeys(base_forms(word, table) + base_forms(word.replace("_", ""), table))
     start = tuple(offset for form in forms for offset in table.synsets[form])
-    reached = _reach(start, table.hyponyms) | _reach(start, table.hypernyms)
+    reached = reachable(start, table.hyponyms) | reachable(start, table.hypernyms)
     return tuple(sorted(table.imagenet[offset] for offset in reached if offset in table.imagenet))

