@@ -42,8 +42,9 @@ def _feeds(*stages: str, from_round: int = 0, **kw: Any) -> dict:
 
 def _imagenet_classes_digest(value: str) -> str:
     """What `coarse.cam_imagenet_classes` reads: the shipped WordNet table, and the override file unless `wordnet`."""
-    table = Path(__file__).parent / "coarse" / "wordnet_data" / "imagenet_wordnet.tsv"  # wordnet.TABLE
-    digest = f"wordnet sha256:{hashlib.sha256(table.read_bytes()).hexdigest()}"
+    from pipeline.coarse.wordnet import TABLE  # here, not at the top: the config stays free of the algorithm modules
+
+    digest = f"wordnet sha256:{hashlib.sha256(TABLE.read_bytes()).hexdigest()}"
     return digest if value == "wordnet" else f"{_file_digest(value)} over {digest}"
 
 
